@@ -1,0 +1,169 @@
+// Background work: the syncer (group commit of the WAL) and the applier
+// (carrying durable records into the live image, in LSN order).
+#include "records.h"
+#include "store_impl.h"
+
+#include <rewind/journal/fault_point.h>
+
+#include <chrono>
+#include <map>
+
+namespace rwd {
+
+namespace {
+constexpr size_t kMaxOpsPerRound = 4096;
+constexpr uint64_t kImageSyncBytes = 256ull << 20;
+constexpr auto kImageSyncInterval = std::chrono::seconds(1);
+}  // namespace
+
+void StoreImpl::SyncerLoop() {
+  const auto interval = std::chrono::microseconds(options_.sync_interval_us);
+  std::unique_lock<std::mutex> l(state_mu_);
+  for (;;) {
+    state_cv_.wait_for(l, interval, [&] {
+      return stopping_ || refused_.load() || sync_wanted_ > durable_seq_.load();
+    });
+    if (refused_.load()) return;
+    const uint64_t target = committed_seq_.load(std::memory_order_acquire);
+    if (target <= durable_seq_.load()) {
+      if (stopping_) return;
+      continue;
+    }
+    l.unlock();
+    FaultPoint("flush.before_sync");
+    Status s = FromRocks(db_->SyncWAL(), "journal sync");
+    if (s.ok()) FaultPoint("flush.after_sync");
+    l.lock();
+    if (!s.ok()) {
+      l.unlock();
+      Refuse(s);
+      return;
+    }
+    durable_seq_.store(target, std::memory_order_release);
+    state_cv_.notify_all();
+  }
+}
+
+void StoreImpl::ApplierLoop() {
+  uint64_t bytes_since_sync = 0;
+  auto last_sync = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> l(state_mu_);
+  for (;;) {
+    state_cv_.wait_for(l, kImageSyncInterval, [&] {
+      return stopping_ || refused_.load() || applied_seq_.load() < durable_seq_.load();
+    });
+    if (refused_.load()) return;
+    std::vector<ApplyOp> ops;
+    const uint64_t durable = durable_seq_.load();
+    while (!apply_queue_.empty() && apply_queue_.front().seq <= durable &&
+           (ops.size() < kMaxOpsPerRound || apply_queue_.front().seq == ops.back().seq)) {
+      ops.push_back(std::move(apply_queue_.front()));
+      apply_queue_.pop_front();
+    }
+    // Groups without image work (checkpoints) count as applied too.
+    const uint64_t covered =
+        apply_queue_.empty() || apply_queue_.front().seq > durable ? durable : ops.back().seq;
+    const bool idle = ops.empty();
+    if (idle && stopping_ && apply_queue_.empty() && applied_seq_.load() >= durable) break;
+    l.unlock();
+    uint64_t bytes = 0;
+    for (const ApplyOp& op : ops) {
+      if (op.kind == CommitRequest::Kind::kWrite) bytes += op.length;
+    }
+    Status s = idle ? Status::Ok() : ApplyOps(ops);
+    if (!s.ok()) {
+      Refuse(s);
+      return;
+    }
+    bytes_since_sync += bytes;
+    const uint64_t applied = idle ? applied_lsn_.load() : ops.back().lsn;
+    {
+      std::lock_guard<std::mutex> g(state_mu_);
+      applied_lsn_.store(applied);
+      if (covered > applied_seq_.load()) applied_seq_.store(covered, std::memory_order_release);
+      pending_bytes_ -= bytes;
+      state_cv_.notify_all();
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (applied > persisted_applied_ &&
+        (bytes_since_sync >= kImageSyncBytes || now - last_sync >= kImageSyncInterval)) {
+      // Invariant: applied_lsn is recorded only after the image holding every
+      // record <= it has been synced.
+      s = image_->Sync();
+      if (s.ok()) {
+        FaultPoint("apply.after_image_sync");
+        s = PersistApplied(applied);
+      }
+      if (!s.ok()) {
+        Refuse(s);
+        return;
+      }
+      bytes_since_sync = 0;
+      last_sync = now;
+    }
+    l.lock();
+  }
+}
+
+Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
+  size_t begin = 0;
+  for (size_t i = 0; i < ops.size(); i++) {
+    if (ops[i].kind == CommitRequest::Kind::kWrite) continue;
+    Status s = ApplyWrites(ops, begin, i);  // writes before the zero first
+    if (!s.ok()) return s;
+    s = image_->Zero(ops[i].offset, ops[i].length, ops[i].kind == CommitRequest::Kind::kTrim);
+    if (!s.ok()) return s;
+    begin = i + 1;
+  }
+  return ApplyWrites(ops, begin, ops.size());
+}
+
+// Writes the newest content of every page written by ops[begin, end) and
+// then drops those pages from the overlay unless a newer write replaced them.
+Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end) {
+  if (begin >= end) return Status::Ok();
+  const uint64_t ps = page_size_;
+  struct Newest {
+    uint64_t lsn;
+    const char* data;
+  };
+  std::map<uint64_t, Newest> pages;
+  for (size_t i = begin; i < end; i++) {
+    const ApplyOp& op = ops[i];
+    for (uint64_t p = 0; p < op.npages; p++) {
+      pages[op.first_page + p] = Newest{op.lsn, op.pages.get() + p * ps};
+    }
+  }
+  std::vector<IoVec> iov;
+  for (const auto& [page, n] : pages) {
+    uint64_t off = page * ps;
+    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(ps, meta_.size - off));
+    if (!iov.empty()) {
+      IoVec& last = iov.back();
+      if (last.offset + last.length == off && static_cast<const char*>(last.data) + last.length == n.data &&
+          last.length < (4u << 20)) {
+        last.length += len;
+        continue;
+      }
+    }
+    iov.push_back(IoVec{off, n.data, len});
+  }
+  FaultPoint("apply.before_image_write");
+  Status s = image_->WriteV(iov);
+  if (!s.ok()) return s;
+  FaultPoint("apply.after_image_write");
+  for (const auto& [page, n] : pages) overlay_.RemoveIf(page, n.lsn);
+  return Status::Ok();
+}
+
+void StoreImpl::StopThreads() {
+  {
+    std::lock_guard<std::mutex> l(state_mu_);
+    stopping_ = true;
+    state_cv_.notify_all();
+  }
+  if (syncer_.joinable()) syncer_.join();
+  if (applier_.joinable()) applier_.join();
+}
+
+}  // namespace rwd

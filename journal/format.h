@@ -1,0 +1,79 @@
+// The on-disk format of a rewind store.  docs/journal-format.md is the
+// normative description; this file holds its constants.  Changing any value
+// or layout here requires a new kFormatVersion.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace rwd::format {
+
+inline constexpr uint32_t kFormatVersion = 1;
+
+// Files inside the store directory.
+inline constexpr const char* kMetaFileName = "rewind.meta";
+inline constexpr const char* kJournalDirName = "journal";
+inline constexpr const char* kImageFileName = "image.raw";
+inline constexpr const char* kControlSocketName = "control.sock";
+
+// RocksDB column families.
+inline constexpr const char* kMetaCF = "default";
+inline constexpr const char* kRedoCF = "redo";
+inline constexpr const char* kUndoCF = "undo";
+inline constexpr const char* kCheckpointCF = "checkpoints";
+
+// Keys of the meta column family.
+inline constexpr const char* kMetaFormatVersion = "format_version";  // decimal
+inline constexpr const char* kMetaSize = "size";                      // decimal
+inline constexpr const char* kMetaBlockSize = "block_size";           // decimal
+inline constexpr const char* kMetaImage = "image";                    // path
+inline constexpr const char* kMetaCreated = "created_ns";             // decimal
+inline constexpr const char* kMetaUuid = "uuid";
+// Every redo record with LSN <= applied_lsn is in the image and the image
+// was synced after it was written (u64, little-endian).
+inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
+// Prefix of the per-epoch before-image byte counters (merge: u64 add).
+inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
+
+// Redo record: key = LSN (u64 big-endian); value = header + payload.
+enum class RedoType : uint8_t { kWrite = 1, kZero = 2, kTrim = 3 };
+inline constexpr uint8_t kRedoFlagFua = 1;
+inline constexpr size_t kRedoKeySize = 8;
+inline constexpr size_t kRedoHeaderSize = 40;
+// Header layout (little-endian):
+//   0  u8  type           1  u8 flags       2 u16 reserved (0)
+//   4  u32 disk (0 until multi-disk stores)
+//   8  u64 offset        16  u64 length
+//  24  i64 time_ns       32  u64 checksum
+// checksum = XXH3_64bits(key || header[0..32) || payload).
+inline constexpr size_t kRedoChecksumOffset = 32;
+
+// Undo record (a recovery block's before-image):
+//   key = epoch (u64 BE) || disk (u32 BE) || block index (u64 BE)
+// epoch is the id of the newest checkpoint when the block was first
+// overwritten after it (0: before any checkpoint).
+// value header (little-endian):
+//   0  u8  kind (1 data, 2 zeros: no payload)   1 u8[3] reserved
+//   4  u32 length of the block in bytes (the last block may be short)
+//   8  u64 lsn of the write that first overwrote the block in this epoch
+//  16  u64 checksum = XXH3_64bits(key || header[0..16) || payload)
+enum class UndoKind : uint8_t { kData = 1, kZeros = 2 };
+inline constexpr size_t kUndoKeySize = 20;
+inline constexpr size_t kUndoHeaderSize = 24;
+
+// Checkpoint record: key = checkpoint id (u64 BE, from 1).
+//   0  u8  kind (1 disk, 2 vm)   1 u8 flags (bit 0 pinned)   2 u16 name length
+//   4  u32 reserved (0)
+//   8  u64 lsn                  16 i64 time_ns
+//  24  name bytes
+//  end u64 checksum = XXH3_64bits(key || everything before it)
+enum class CheckpointKind : uint8_t { kDisk = 1, kVm = 2 };
+inline constexpr uint8_t kCheckpointFlagPinned = 1;
+inline constexpr size_t kCheckpointFixedSize = 24;
+inline constexpr size_t kMaxCheckpointName = 128;
+
+static_assert(kRedoHeaderSize == kRedoChecksumOffset + 8);
+static_assert(kUndoKeySize == 8 + 4 + 8);
+static_assert(kUndoHeaderSize == 16 + 8);
+
+}  // namespace rwd::format

@@ -1,0 +1,148 @@
+// Store: a journaled live disk.
+//
+// A store is a directory holding the live raw image and a RocksDB database
+// with the redo journal (every write, trim and zero in LSN order), the
+// copy-on-write recovery blocks (before-images), the checkpoints and the
+// metadata.  See docs/architecture.md and docs/journal-format.md.
+//
+// Thread safety: every method may be called from any thread concurrently,
+// except Open/Create.  Writes to overlapping ranges are applied in the order
+// they are given LSNs.
+#pragma once
+
+#include <rewind/journal/image_file.h>
+#include <rewind/journal/status.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rocksdb {
+class FileSystem;
+}
+
+namespace rwd {
+
+inline constexpr uint32_t kDefaultBlockSize = 4096;
+inline constexpr uint32_t kMinBlockSize = 512;
+inline constexpr uint32_t kMaxBlockSize = 1u << 20;
+
+struct StoreOptions {
+  // The store directory.  Required.
+  std::string dir;
+  // Size of a new disk in bytes; when set for an existing store it must
+  // match.  Unset (0) for an existing store.
+  uint64_t size = 0;
+  // Adopt this raw image as the live disk of a new store (its content is the
+  // first point of history).  Empty: the store keeps DIR/image.raw.
+  std::string image;
+  // Recovery-block granularity of a new store; 0 means kDefaultBlockSize.
+  // When set for an existing store it must match.
+  uint32_t block_size = 0;
+  // Create the store when DIR holds none.
+  bool create_if_missing = true;
+  // Test doubles; null means the real file system.
+  std::shared_ptr<rocksdb::FileSystem> fs;
+  std::shared_ptr<ImageFileFactory> image_factory;
+  // Wall clock in nanoseconds since the epoch; null means CLOCK_REALTIME.
+  std::function<int64_t()> clock;
+  // Tuning of group commit: journal records are synced at the latest this
+  // long after they are written when nobody flushes, and the live image
+  // trails the journal by at most max_pending_bytes.
+  uint32_t sync_interval_us = 20000;
+  uint64_t max_pending_bytes = 256ull << 20;
+};
+
+struct CheckpointInfo {
+  uint64_t id = 0;        // order of creation, from 1
+  std::string name;
+  uint64_t lsn = 0;       // the checkpoint covers every record with LSN <= lsn
+  int64_t time_ns = 0;    // wall-clock time it was taken
+  std::string kind = "disk";  // "disk" (issue 4 adds "vm")
+  bool pinned = false;
+  uint64_t undo_bytes = 0;    // before-images held for this checkpoint
+};
+
+struct StoreInfo {
+  std::string dir;
+  std::string image_path;
+  uint32_t format_version = 0;
+  uint64_t size = 0;
+  uint32_t block_size = 0;
+  int64_t created_ns = 0;
+  uint64_t oldest_lsn = 0;   // 0 when the journal is empty
+  uint64_t newest_lsn = 0;
+  int64_t oldest_time_ns = 0;
+  int64_t newest_time_ns = 0;
+  uint64_t redo_records = 0;
+  uint64_t redo_bytes = 0;    // bytes of redo records (keys + values)
+  uint64_t undo_records = 0;
+  uint64_t undo_bytes = 0;
+  uint64_t vmstate_bytes = 0;
+  uint64_t checkpoints = 0;
+  uint64_t durable_lsn = 0;   // every record <= this is synced
+  bool writes_refused = false;  // a sync failed; see refused_reason
+  std::string refused_reason;
+};
+
+class Store {
+ public:
+  // Opens the store in options.dir, creating it when create_if_missing and
+  // the directory holds no store, and runs crash recovery.  Fails with a
+  // one-line message on a bad parameter, a size or block-size mismatch, a
+  // store of another format version or a store opened by another process;
+  // the store is left unchanged then.
+  [[nodiscard]] static Status Open(const StoreOptions& options, std::unique_ptr<Store>* out);
+  // Whether dir holds a rewind store (its metadata file exists).
+  static bool Exists(const std::string& dir);
+  // Checks options against the store in options.dir (or, for a new store,
+  // on their own) without opening the journal or starting any thread: for
+  // nbdkit's config_complete, which runs before nbdkit forks.  Reports the
+  // same one-line errors as Open.
+  [[nodiscard]] static Status Check(const StoreOptions& options);
+
+  virtual ~Store() = default;
+
+  virtual uint64_t size() const = 0;
+  virtual uint32_t block_size() const = 0;
+  virtual const std::string& dir() const = 0;
+
+  // Reads the live disk.  len > 0, range within size().
+  [[nodiscard]] virtual Status Read(uint64_t offset, uint32_t len, void* buf) = 0;
+  // Journals and applies a write.  Returns once the write is visible to
+  // every later Read; with fua it is also durable.
+  [[nodiscard]] virtual Status Write(uint64_t offset, uint32_t len, const void* buf, bool fua) = 0;
+  // Zeroes a range (trim=true: also deallocates it).  Reads return zeros
+  // afterwards in both cases.
+  [[nodiscard]] virtual Status Zero(uint64_t offset, uint64_t len, bool fua, bool trim) = 0;
+  // Makes every write that returned before this call durable.
+  [[nodiscard]] virtual Status Flush() = 0;
+  // Sparse regions of the live disk.
+  [[nodiscard]] virtual Status Extents(uint64_t offset, uint64_t len,
+                                       const std::function<void(uint64_t, uint64_t, bool)>& fn) = 0;
+
+  // Records a crash-consistent checkpoint after every write that returned
+  // before this call.  O(1): does not depend on the disk's size.  An empty
+  // name picks "cp-<id>".  The checkpoint is durable when this returns.
+  [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
+  [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
+  [[nodiscard]] virtual Status GetInfo(StoreInfo* out) = 0;
+
+  // Stops background work, syncs everything and closes.  Called by the
+  // destructor when not called before.
+  [[nodiscard]] virtual Status Close() = 0;
+};
+
+// "20G", "512M", "4096", "1.5T" -> bytes.  Suffixes K, M, G, T, P (powers
+// of 1024), optionally followed by "iB" or "B".
+[[nodiscard]] Status ParseSize(const std::string& text, uint64_t* out);
+// A checkpoint name: 1-128 characters from [A-Za-z0-9._+-], not starting
+// with '.' or '-', not of the form "lsn:..."/"time:...".
+[[nodiscard]] Status ValidateCheckpointName(const std::string& name);
+// Block size: a power of two from kMinBlockSize to kMaxBlockSize.
+[[nodiscard]] Status ValidateBlockSize(uint64_t block_size);
+
+}  // namespace rwd

@@ -1,0 +1,378 @@
+// Opening a store: parameter checks, creation, RocksDB, crash recovery.
+#include "records.h"
+#include "store_impl.h"
+
+#include <rewind/journal/fault_point.h>
+
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <random>
+
+namespace rwd {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Adds little-endian u64 operands: the per-epoch before-image byte counters.
+class U64AddOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice* existing, const rocksdb::Slice& value,
+             std::string* new_value, rocksdb::Logger*) const override {
+    uint64_t a = existing && existing->size() == 8 ? records::GetLE64(existing->data()) : 0;
+    uint64_t b = value.size() == 8 ? records::GetLE64(value.data()) : 0;
+    new_value->assign(8, '\0');
+    records::PutLE64(new_value->data(), a + b);
+    return true;
+  }
+  const char* Name() const override { return "rewind.U64Add"; }
+};
+
+std::string NewUuid() {
+  std::random_device rd;
+  std::uniform_int_distribution<uint64_t> d;
+  char buf[40];
+  uint64_t a = d(rd), b = d(rd);
+  std::snprintf(buf, sizeof buf, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
+                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
+                static_cast<unsigned long long>(b & 0xffffffffffffull));
+  return buf;
+}
+
+Status CheckNewStore(const StoreOptions& o, uint64_t* size) {
+  if (!o.create_if_missing) return Status::NotFound(o.dir + " is not a rewind store");
+  if (!o.image.empty()) {
+    struct stat st;
+    if (stat(o.image.c_str(), &st) != 0) {
+      return Status::FromErrno(errno, "image=" + o.image);
+    }
+    if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("image=" + o.image + " is not a regular file");
+    if (o.image.find('\n') != std::string::npos) {
+      return Status::InvalidArgument("image= path contains a newline");
+    }
+    uint64_t isz = static_cast<uint64_t>(st.st_size);
+    if (o.size != 0 && o.size != isz) {
+      return Status::InvalidArgument("size=" + std::to_string(o.size) + " does not match image " +
+                                     o.image + " (" + std::to_string(isz) + " bytes)");
+    }
+    *size = isz;
+  } else {
+    *size = o.size;
+  }
+  if (*size == 0) {
+    return Status::InvalidArgument(o.dir + " holds no rewind store yet: give size= to create one");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool Store::Exists(const std::string& dir) {
+  return access(MetaFilePath(dir).c_str(), F_OK) == 0;
+}
+
+Status Store::Check(const StoreOptions& o) {
+  if (o.dir.empty()) return Status::InvalidArgument("dir= is required");
+  if (o.block_size != 0) {
+    Status s = ValidateBlockSize(o.block_size);
+    if (!s.ok()) return s;
+  }
+  MetaFile m;
+  Status s = ReadMetaFile(o.dir, &m);
+  if (s.code() == Status::Code::kNotFound) {
+    uint64_t size = 0;
+    return CheckNewStore(o, &size);
+  }
+  if (!s.ok()) return s;
+  if (m.format_version != format::kFormatVersion) {
+    return Status::NotSupported("store " + o.dir + " has format version " +
+                                std::to_string(m.format_version) + "; this rewind reads version " +
+                                std::to_string(format::kFormatVersion));
+  }
+  if (o.size != 0 && o.size != m.size) {
+    return Status::InvalidArgument("size=" + std::to_string(o.size) + " does not match the store " +
+                                   o.dir + " (" + std::to_string(m.size) + " bytes)");
+  }
+  if (o.block_size != 0 && o.block_size != m.block_size) {
+    return Status::InvalidArgument("block-size=" + std::to_string(o.block_size) +
+                                   " does not match the store " + o.dir + " (" +
+                                   std::to_string(m.block_size) + ")");
+  }
+  if (!o.image.empty() && fs::absolute(o.image).lexically_normal().string() != m.image) {
+    return Status::InvalidArgument("image=" + o.image + " is not the image of the store " + o.dir +
+                                   " (" + m.image + ")");
+  }
+  return Status::Ok();
+}
+
+Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
+  Status s = Check(options);
+  if (!s.ok()) return s;
+  MetaFile meta;
+  bool created = false;
+  s = ReadMetaFile(options.dir, &meta);
+  if (s.code() == Status::Code::kNotFound) {
+    created = true;
+    std::error_code ec;
+    fs::create_directories(options.dir, ec);
+    if (ec) return Status::IOError("create " + options.dir + ": " + ec.message());
+    // A creation that crashed before its meta file left no store: start over.
+    fs::remove_all(fs::path(options.dir) / format::kJournalDirName, ec);
+    meta.format_version = format::kFormatVersion;
+    s = CheckNewStore(options, &meta.size);
+    if (!s.ok()) return s;
+    meta.block_size = options.block_size ? options.block_size : kDefaultBlockSize;
+    meta.image = options.image.empty()
+                     ? fs::absolute(fs::path(options.dir) / format::kImageFileName).lexically_normal().string()
+                     : fs::absolute(options.image).lexically_normal().string();
+    meta.created_ns = options.clock ? options.clock()
+                                    : std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch()).count();
+    meta.uuid = NewUuid();
+  } else if (!s.ok()) {
+    return s;
+  }
+  auto impl = std::make_unique<StoreImpl>(options, meta);
+  s = impl->Init(created);
+  if (!s.ok()) {
+    (void)impl->Close();
+    return s;
+  }
+  if (created) {
+    FaultPoint("create.before_meta");
+    s = WriteMetaFile(options.dir, meta);
+    if (!s.ok()) {
+      (void)impl->Close();
+      return s;
+    }
+  }
+  *out = std::move(impl);
+  return Status::Ok();
+}
+
+Status StoreImpl::OpenDb(bool created) {
+  rocksdb::DBOptions dbo;
+  dbo.create_if_missing = created;
+  dbo.create_missing_column_families = true;
+  dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  dbo.max_background_jobs = 2;
+  dbo.max_total_wal_size = 512ull << 20;
+  dbo.keep_log_file_num = 3;
+  dbo.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  dbo.bytes_per_sync = 1 << 20;
+  if (options_.fs) {
+    env_ = rocksdb::NewCompositeEnv(options_.fs);
+    dbo.env = env_.get();
+  }
+
+  rocksdb::ColumnFamilyOptions meta_opts;
+  meta_opts.merge_operator = std::make_shared<U64AddOperator>();
+  rocksdb::ColumnFamilyOptions bulk;  // redo and undo: large values, append-mostly keys
+  bulk.write_buffer_size = 64ull << 20;
+  bulk.enable_blob_files = true;
+  bulk.min_blob_size = 256;
+  bulk.blob_file_size = 256ull << 20;
+  bulk.compression = rocksdb::kNoCompression;
+  rocksdb::ColumnFamilyOptions small;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfds = {
+      {format::kMetaCF, meta_opts},
+      {format::kRedoCF, bulk},
+      {format::kUndoCF, bulk},
+      {format::kCheckpointCF, small},
+  };
+  std::string path = options_.dir + "/" + format::kJournalDirName;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status rs = rocksdb::DB::Open(dbo, path, cfds, &cfs_, &db);
+  if (!rs.ok()) {
+    std::string msg = rs.ToString();
+    if (rs.IsIOError() && (msg.find("lock") != std::string::npos || msg.find("LOCK") != std::string::npos)) {
+      return Status::Busy("store " + options_.dir +
+                          " is in use by another process (a running nbdkit or rewind)");
+    }
+    return FromRocks(rs, "open journal " + path);
+  }
+  db_.reset(db);
+  meta_cf_ = cfs_[0];
+  redo_cf_ = cfs_[1];
+  undo_cf_ = cfs_[2];
+  cp_cf_ = cfs_[3];
+  return Status::Ok();
+}
+
+Status StoreImpl::CheckDbMeta(bool created) {
+  if (created) {
+    rocksdb::WriteBatch b;
+    b.Put(meta_cf_, format::kMetaFormatVersion, std::to_string(meta_.format_version));
+    b.Put(meta_cf_, format::kMetaSize, std::to_string(meta_.size));
+    b.Put(meta_cf_, format::kMetaBlockSize, std::to_string(meta_.block_size));
+    b.Put(meta_cf_, format::kMetaImage, meta_.image);
+    b.Put(meta_cf_, format::kMetaCreated, std::to_string(meta_.created_ns));
+    b.Put(meta_cf_, format::kMetaUuid, meta_.uuid);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Write(wo, &b), "write store metadata");
+  }
+  auto expect = [&](const char* key, const std::string& want) -> Status {
+    std::string got;
+    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, key, &got);
+    if (!rs.ok()) return FromRocks(rs, std::string("read metadata ") + key);
+    if (got != want) {
+      return Status::Corruption(std::string("store ") + options_.dir + ": journal metadata " + key +
+                                "=" + got + " disagrees with " + format::kMetaFileName + " (" +
+                                want + ")");
+    }
+    return Status::Ok();
+  };
+  for (auto [k, v] : {std::pair<const char*, std::string>{format::kMetaFormatVersion,
+                                                           std::to_string(meta_.format_version)},
+                      {format::kMetaSize, std::to_string(meta_.size)},
+                      {format::kMetaBlockSize, std::to_string(meta_.block_size)},
+                      {format::kMetaUuid, meta_.uuid}}) {
+    Status s = expect(k, v);
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status StoreImpl::Init(bool created) {
+  Status s = OpenDb(created);
+  if (!s.ok()) return s;
+  s = CheckDbMeta(created);
+  if (!s.ok()) return s;
+  auto factory = options_.image_factory ? options_.image_factory : DefaultImageFileFactory();
+  bool own_image = options_.image.empty();
+  if (!created && !factory->Exists(meta_.image)) {
+    return Status::NotFound("the live image " + meta_.image + " of store " + options_.dir +
+                            " is missing");
+  }
+  s = factory->Open(meta_.image, created && own_image, created && own_image ? meta_.size : 0,
+                    &image_);
+  if (!s.ok()) return s;
+  if (image_->Size() != meta_.size) {
+    return Status::Corruption("image " + meta_.image + " is " + std::to_string(image_->Size()) +
+                              " bytes but the store says " + std::to_string(meta_.size));
+  }
+  s = Recover();
+  if (!s.ok()) return s;
+  s = LoadState();
+  if (!s.ok()) return s;
+  syncer_ = std::thread([this] { SyncerLoop(); });
+  applier_ = std::thread([this] { ApplierLoop(); });
+  return Status::Ok();
+}
+
+Status StoreImpl::Recover() {
+  std::string v;
+  uint64_t applied = 0;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaAppliedLsn, &v);
+  if (rs.ok() && v.size() == 8) {
+    applied = records::GetLE64(v.data());
+  } else if (!rs.ok() && !rs.IsNotFound()) {
+    return FromRocks(rs, "read applied LSN");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
+  uint64_t last = applied;
+  uint64_t replayed = 0;
+  for (it->Seek(records::RedoKey(applied + 1)); it->Valid(); it->Next()) {
+    uint64_t lsn = 0;
+    Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
+    if (!s.ok()) return s;
+    records::RedoHeader h;
+    std::string_view payload;
+    s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h,
+                            &payload);
+    if (!s.ok()) {
+      return Status::Corruption("recovery cannot replay: " + s.message() +
+                                "; run 'rewind verify " + options_.dir + "'");
+    }
+    if (h.offset + h.length > meta_.size) {
+      return Status::Corruption("recovery cannot replay: redo record " + std::to_string(lsn) +
+                                " lies beyond the disk");
+    }
+    FaultPoint("recovery.replay");
+    if (h.type == format::RedoType::kWrite) {
+      s = image_->WriteV({IoVec{h.offset, payload.data(), static_cast<uint32_t>(h.length)}});
+    } else {
+      s = image_->Zero(h.offset, h.length, h.type == format::RedoType::kTrim);
+    }
+    if (!s.ok()) return s;
+    last = lsn;
+    replayed++;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
+  if (replayed == 0) {
+    persisted_applied_ = applied;
+    return Status::Ok();
+  }
+  FaultPoint("recovery.before_sync");
+  Status s = image_->Sync();
+  if (!s.ok()) return s;
+  FaultPoint("recovery.after_sync");
+  return PersistApplied(last);
+}
+
+Status StoreImpl::LoadState() {
+  uint64_t last = persisted_applied_;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
+    it->SeekToLast();
+    if (it->Valid()) {
+      uint64_t lsn = 0;
+      Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
+      if (!s.ok()) return s;
+      last = std::max(last, lsn);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
+  }
+  uint64_t epoch = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      records::CheckpointRecord r;
+      Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
+                                           std::string_view(it->value().data(), it->value().size()),
+                                           &r);
+      if (!s.ok()) return s;
+      checkpoint_names_[r.name] = r.id;
+      epoch = std::max(epoch, r.id);
+      last = std::max(last, r.lsn);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
+  }
+  next_checkpoint_id_ = epoch + 1;
+  epoch_.store(epoch);
+  last_lsn_.store(last);
+  applied_lsn_.store(last);
+  // Blocks already saved in the current epoch need no second before-image.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), undo_cf_));
+  std::string prefix = records::UndoKey(epoch, 0, 0).substr(0, 8);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    uint64_t e = 0, block = 0;
+    uint32_t disk = 0;
+    Status s = records::ParseUndoKey(std::string_view(it->key().data(), it->key().size()), &e,
+                                     &disk, &block);
+    if (!s.ok()) return s;
+    if (block < BlockCount()) stamps_.Set(block, static_cast<uint32_t>(epoch + 1));
+  }
+  return FromRocks(it->status(), "read undo journal");
+}
+
+Status StoreImpl::PersistApplied(uint64_t lsn) {
+  char buf[8];
+  records::PutLE64(buf, lsn);
+  rocksdb::WriteOptions wo;
+  Status s = FromRocks(db_->Put(wo, meta_cf_, format::kMetaAppliedLsn, rocksdb::Slice(buf, 8)),
+                      "record applied LSN");
+  if (s.ok()) persisted_applied_ = lsn;
+  return s;
+}
+
+}  // namespace rwd

@@ -1,0 +1,283 @@
+// Unit tests of the store: the write and read paths, checkpoints, reopening,
+// and the one-line errors on bad input.
+#include <catch2/catch.hpp>
+
+#include "records.h"
+
+#include <rewind/journal/store.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+namespace fs = std::filesystem;
+using rwd::Status;
+using rwd::Store;
+using rwd::StoreOptions;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/rewind-store-test-XXXXXX";
+    path = mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string dir() const { return (path / "store").string(); }
+};
+
+std::unique_ptr<Store> OpenStore(const std::string& dir, uint64_t size = 8 << 20,
+                                 uint32_t block_size = 0) {
+  StoreOptions o;
+  o.dir = dir;
+  o.size = size;
+  o.block_size = block_size;
+  std::unique_ptr<Store> s;
+  Status st = Store::Open(o, &s);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  return s;
+}
+
+std::vector<char> Pattern(size_t n, uint32_t seed) {
+  std::vector<char> v(n);
+  std::mt19937 rng(seed);
+  for (auto& c : v) c = static_cast<char>(rng());
+  return v;
+}
+
+std::vector<char> ReadBack(Store& s, uint64_t off, uint32_t len) {
+  std::vector<char> v(len);
+  REQUIRE(s.Read(off, len, v.data()).ok());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("a new store reads as zeros and reads back what is written", "[journal]") {
+  TempDir t;
+  auto s = OpenStore(t.dir());
+  CHECK(s->size() == 8u << 20);
+  CHECK(s->block_size() == 4096);
+  CHECK(ReadBack(*s, 0, 4096) == std::vector<char>(4096, 0));
+
+  auto a = Pattern(4096, 1);
+  REQUIRE(s->Write(8192, 4096, a.data(), false).ok());
+  CHECK(ReadBack(*s, 8192, 4096) == a);
+
+  // Unaligned write across a page boundary keeps the neighbouring bytes.
+  auto b = Pattern(1000, 2);
+  REQUIRE(s->Write(8192 + 3500, 1000, b.data(), false).ok());
+  auto got = ReadBack(*s, 8192, 8192);
+  CHECK(std::memcmp(got.data(), a.data(), 3500) == 0);
+  CHECK(std::memcmp(got.data() + 3500, b.data(), 1000) == 0);
+  CHECK(std::all_of(got.begin() + 4500, got.end(), [](char c) { return c == 0; }));
+
+  REQUIRE(s->Flush().ok());
+  REQUIRE(s->Close().ok());
+  s = OpenStore(t.dir(), 0);
+  got = ReadBack(*s, 8192, 8192);
+  CHECK(std::memcmp(got.data(), a.data(), 3500) == 0);
+  CHECK(std::memcmp(got.data() + 3500, b.data(), 1000) == 0);
+}
+
+TEST_CASE("zero and trim read back as zeros and survive a reopen", "[journal]") {
+  TempDir t;
+  auto s = OpenStore(t.dir());
+  auto a = Pattern(1 << 20, 3);
+  REQUIRE(s->Write(0, 1 << 20, a.data(), false).ok());
+  REQUIRE(s->Zero(4096, 8192, false, false).ok());
+  REQUIRE(s->Zero(100000, 300000, true, true).ok());
+  auto check = [&](Store& st) {
+    auto got = ReadBack(st, 0, 1 << 20);
+    for (size_t i = 0; i < got.size(); i++) {
+      bool zero = (i >= 4096 && i < 12288) || (i >= 100000 && i < 400000);
+      if (got[i] != (zero ? 0 : a[i])) FAIL("byte " << i << " is wrong");
+    }
+  };
+  check(*s);
+  REQUIRE(s->Close().ok());
+  s = OpenStore(t.dir(), 0);
+  check(*s);
+}
+
+TEST_CASE("checkpoints are ordered, named, unique and survive a reopen", "[journal]") {
+  TempDir t;
+  auto s = OpenStore(t.dir());
+  auto a = Pattern(4096, 4);
+  REQUIRE(s->Write(0, 4096, a.data(), false).ok());
+  rwd::CheckpointInfo c1, c2, c3;
+  REQUIRE(s->Checkpoint("first", &c1).ok());
+  REQUIRE(s->Write(4096, 4096, a.data(), false).ok());
+  REQUIRE(s->Checkpoint("", &c2).ok());
+  CHECK(c1.lsn == 1);
+  CHECK(c2.lsn == 2);
+  CHECK(c2.name == "cp-2");
+  CHECK(s->Checkpoint("first", &c3).code() == Status::Code::kAlreadyExists);
+  CHECK(s->Checkpoint("a/b", &c3).code() == Status::Code::kInvalidArgument);
+  // Block 1's first write after "first" saved a (zero) before-image in
+  // epoch 1; block 0's overwrite after cp-2 saves its data in epoch 2.
+  auto b = Pattern(4096, 5);
+  REQUIRE(s->Write(0, 4096, b.data(), false).ok());
+  std::vector<rwd::CheckpointInfo> list;
+  REQUIRE(s->ListCheckpoints(&list).ok());
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].name == "first");
+  CHECK(list[0].undo_bytes > 0);
+  CHECK(list[0].undo_bytes < 4096);
+  CHECK(list[1].undo_bytes > 4096);
+  REQUIRE(s->Close().ok());
+  s = OpenStore(t.dir(), 0);
+  REQUIRE(s->ListCheckpoints(&list).ok());
+  REQUIRE(list.size() == 2);
+  CHECK(list[1].name == "cp-2");
+  CHECK(list[1].lsn == 2);
+  rwd::StoreInfo info;
+  REQUIRE(s->GetInfo(&info).ok());
+  CHECK(info.oldest_lsn == 1);
+  CHECK(info.newest_lsn == 3);
+  CHECK(info.checkpoints == 2);
+}
+
+TEST_CASE("a checkpoint takes well under a millisecond whatever the disk size", "[journal]") {
+  TempDir t;
+  auto s = OpenStore(t.dir(), 64ull << 30);  // sparse 64 GiB
+  auto a = Pattern(4096, 6);
+  std::vector<double> us;
+  for (int i = 0; i < 200; i++) {
+    REQUIRE(s->Write(static_cast<uint64_t>(i) * 1048576, 4096, a.data(), false).ok());
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(s->Checkpoint("", nullptr).ok());
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(us.begin(), us.end());
+  INFO("p50 " << us[100] << " us, p99 " << us[198] << " us");
+  CHECK(us[100] < 1000.0);
+}
+
+TEST_CASE("concurrent writers to distinct and overlapping blocks", "[journal]") {
+  TempDir t;
+  auto s = OpenStore(t.dir(), 16 << 20);
+  constexpr int kThreads = 8, kWrites = 400;
+  std::vector<std::thread> th;
+  for (int w = 0; w < kThreads; w++) {
+    th.emplace_back([&, w] {
+      std::mt19937 rng(w);
+      std::vector<char> buf(4096);
+      for (int i = 0; i < kWrites; i++) {
+        uint64_t block = rng() % 1024;
+        std::memset(buf.data(), w + 1, buf.size());
+        REQUIRE(s->Write(block * 4096, 4096, buf.data(), i % 10 == 0).ok());
+        if (i % 97 == 0) REQUIRE(s->Checkpoint("", nullptr).ok());
+      }
+    });
+  }
+  for (auto& x : th) x.join();
+  REQUIRE(s->Flush().ok());
+  // No block is torn: each holds one writer's fill byte throughout.
+  auto check = [](Store& st) {
+    std::vector<char> buf(4096);
+    for (uint64_t b = 0; b < 1024; b++) {
+      REQUIRE(st.Read(b * 4096, 4096, buf.data()).ok());
+      REQUIRE(std::all_of(buf.begin(), buf.end(), [&](char c) { return c == buf[0]; }));
+    }
+  };
+  check(*s);
+  std::vector<char> before(16 << 20);
+  REQUIRE(s->Read(0, before.size(), before.data()).ok());
+  REQUIRE(s->Close().ok());
+  s = OpenStore(t.dir(), 0);
+  std::vector<char> after(16 << 20);
+  REQUIRE(s->Read(0, after.size(), after.data()).ok());
+  CHECK(before == after);
+}
+
+TEST_CASE("bad input gets a clear error and leaves the store unchanged", "[journal]") {
+  TempDir t;
+  StoreOptions o;
+  o.dir = t.dir();
+  std::unique_ptr<Store> s;
+  Status st = Store::Open(o, &s);
+  CHECK(st.code() == Status::Code::kInvalidArgument);
+  CHECK(st.message().find("size=") != std::string::npos);
+  CHECK_FALSE(Store::Exists(t.dir()));
+
+  o.size = 1 << 20;
+  o.block_size = 3000;
+  CHECK(Store::Open(o, &s).message().find("power of two") != std::string::npos);
+  o.block_size = 2 << 20;
+  CHECK(Store::Open(o, &s).code() == Status::Code::kInvalidArgument);
+
+  o.block_size = 0;
+  REQUIRE(Store::Open(o, &s).ok());
+  REQUIRE(s->Close().ok());
+  s.reset();
+  o.size = 2 << 20;
+  st = Store::Open(o, &s);
+  CHECK(st.code() == Status::Code::kInvalidArgument);
+  CHECK(st.message().find("does not match") != std::string::npos);
+  o.size = 0;
+  o.block_size = 8192;
+  CHECK(Store::Open(o, &s).code() == Status::Code::kInvalidArgument);
+
+  // The store is in use: a second open is refused, not corrupted.
+  o.block_size = 0;
+  std::unique_ptr<Store> first;
+  REQUIRE(Store::Open(o, &first).ok());
+  st = Store::Open(o, &s);
+  CHECK(st.code() == Status::Code::kBusy);
+  CHECK(first->Close().ok());
+}
+
+TEST_CASE("size and name parsing", "[journal]") {
+  uint64_t v = 0;
+  REQUIRE(rwd::ParseSize("20G", &v).ok());
+  CHECK(v == 20ull << 30);
+  REQUIRE(rwd::ParseSize("512M", &v).ok());
+  CHECK(v == 512ull << 20);
+  REQUIRE(rwd::ParseSize("4096", &v).ok());
+  CHECK(v == 4096);
+  REQUIRE(rwd::ParseSize("1.5KiB", &v).ok());
+  CHECK(v == 1536);
+  CHECK_FALSE(rwd::ParseSize("12Q", &v).ok());
+  CHECK_FALSE(rwd::ParseSize("-1", &v).ok());
+  CHECK_FALSE(rwd::ParseSize("", &v).ok());
+  CHECK(rwd::ValidateCheckpointName("before-upgrade_1.2").ok());
+  CHECK_FALSE(rwd::ValidateCheckpointName("a/b").ok());
+  CHECK_FALSE(rwd::ValidateCheckpointName("..").ok());
+  CHECK_FALSE(rwd::ValidateCheckpointName("-x").ok());
+  CHECK_FALSE(rwd::ValidateCheckpointName("lsn:5").ok());
+  CHECK_FALSE(rwd::ValidateCheckpointName(std::string(129, 'a')).ok());
+  CHECK(rwd::ValidateBlockSize(512).ok());
+  CHECK(rwd::ValidateBlockSize(1 << 20).ok());
+  CHECK_FALSE(rwd::ValidateBlockSize(256).ok());
+  CHECK_FALSE(rwd::ValidateBlockSize(4097).ok());
+}
+
+TEST_CASE("journal records detect damage", "[journal]") {
+  using namespace rwd::records;
+  RedoHeader h;
+  h.offset = 4096;
+  h.length = 5;
+  std::string payload = "hello";
+  char header[rwd::format::kRedoHeaderSize];
+  EncodeRedoHeader(7, h, payload, header);
+  std::string value(header, sizeof header);
+  value += payload;
+  RedoHeader out;
+  std::string_view p;
+  REQUIRE(DecodeRedo(7, value, &out, &p).ok());
+  CHECK(p == "hello");
+  CHECK(DecodeRedo(8, value, &out, &p).code() == Status::Code::kCorruption);  // wrong key
+  for (size_t i = 0; i < value.size(); i++) {
+    std::string bad = value;
+    bad[i] ^= 0x01;
+    CHECK_FALSE(DecodeRedo(7, bad, &out, &p).ok());
+  }
+  CHECK_FALSE(DecodeRedo(7, value.substr(0, value.size() - 1), &out, &p).ok());
+}
