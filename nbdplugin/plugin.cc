@@ -1,0 +1,376 @@
+// nbdkit-rewind-plugin: the nbdkit boundary of rewind.
+//
+// Design note.
+//
+// This file only translates: it parses the parameters, owns the process-wide
+// Store and ControlServer, and maps each NBD request onto one Store call.
+// Everything about journaling, durability and recovery lives behind
+// rwd::Store (journal/), and the control protocol in rewind_control.
+//
+// Lifetime:
+//   config / config_complete   parse and check the parameters (Store::Check)
+//                              without opening the journal, so bad input
+//                              fails before nbdkit forks or daemonizes;
+//   after_fork                 open the Store (RocksDB starts threads, which
+//                              must not be started before nbdkit forks) and
+//                              start the ControlServer on DIR/control.sock;
+//   open ... close             one Handle per NBD connection;
+//   cleanup                    stop the ControlServer, then close the Store
+//                              (all connections have ended by then).
+//
+// Concurrency: NBDKIT_THREAD_MODEL_PARALLEL.  Store is thread-safe, and
+// Store::Flush makes every write that completed on any connection durable,
+// which is what can_multi_conn promises.
+//
+// Errors: every callback catches every exception; a failed Status becomes
+// nbdkit_error(message) plus nbdkit_set_error(status.ToErrno()) and -1.
+#include <rewind/control/protocol.h>
+#include <rewind/control/server.h>
+#include <rewind/journal/status.h>
+#include <rewind/journal/store.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <string>
+
+namespace {
+
+using rwd::Status;
+using rwd::Store;
+using rwd::control::ControlServer;
+
+// Set by config, fixed once config_complete has returned.
+rwd::StoreOptions g_options;
+bool g_size_set = false;
+bool g_block_size_set = false;
+// Opened in after_fork, closed in cleanup.  Read-only in between.
+std::unique_ptr<Store> g_store;
+std::unique_ptr<ControlServer> g_control;
+
+// Largest request a client may send (the NBD block-size maximum).
+constexpr uint32_t kMaxRequest = 32u << 20;
+
+// One NBD connection.  Today every connection serves the live disk; the
+// time-travel exports (DISK@checkpoint, ...) will hang their read-only view
+// here.
+struct Handle {
+  Store* store;
+};
+
+Store* StoreOf(void* handle) { return static_cast<Handle*>(handle)->store; }
+
+int Fail(const Status& s) {
+  nbdkit_error("%s", s.message().c_str());
+  nbdkit_set_error(s.ToErrno());
+  return -1;
+}
+
+int FailStatus(const Status& s) { return s.ok() ? 0 : Fail(s); }
+
+// Outside a connection nbdkit does not name the plugin in its messages, so
+// errors of configuration, start and shutdown say "rewind: " themselves.
+int FailSetup(const Status& s) {
+  nbdkit_error("rewind: %s", s.message().c_str());
+  return -1;
+}
+
+// Runs fn, turning any exception into an nbdkit error: the C boundary.
+// Returns fn's result, or -1 after an exception.
+template <typename Fn>
+auto Guard(const char* what, Fn&& fn) noexcept -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    nbdkit_error("%s: out of memory", what);
+    nbdkit_set_error(ENOMEM);
+  } catch (const std::exception& e) {
+    nbdkit_error("%s: %s", what, e.what());
+    nbdkit_set_error(EIO);
+  } catch (...) {
+    nbdkit_error("%s: unexpected exception", what);
+    nbdkit_set_error(EIO);
+  }
+  return -1;
+}
+
+// ---- Configuration ---------------------------------------------------------
+
+int SetPath(const char* key, const char* value, std::string* out) {
+  if (!out->empty()) {
+    nbdkit_error("rewind: %s= given more than once", key);
+    return -1;
+  }
+  if (*value == '\0') {
+    nbdkit_error("rewind: %s= is empty", key);
+    return -1;
+  }
+  // Absolute, because nbdkit may change directory when it daemonizes.
+  char* abs = nbdkit_absolute_path(value);
+  if (abs == nullptr) return -1;
+  *out = abs;
+  free(abs);
+  return 0;
+}
+
+int SetSize(const char* key, const char* value, bool* seen, uint64_t* out) {
+  if (*seen) {
+    nbdkit_error("rewind: %s= given more than once", key);
+    return -1;
+  }
+  *seen = true;
+  Status s = rwd::ParseSize(value, out);
+  if (!s.ok()) return FailSetup(s);
+  if (*out == 0) {
+    nbdkit_error("rewind: %s=%s: must be greater than zero", key, value);
+    return -1;
+  }
+  return 0;
+}
+
+int rewind_config(const char* key, const char* value) {
+  return Guard("config", [&] {
+    std::string k = key;
+    if (k == "dir") return SetPath(key, value, &g_options.dir);
+    if (k == "image") return SetPath(key, value, &g_options.image);
+    if (k == "size") return SetSize(key, value, &g_size_set, &g_options.size);
+    if (k == "block-size") {
+      uint64_t bs = 0;
+      if (SetSize(key, value, &g_block_size_set, &bs) == -1) return -1;
+      if (Status s = rwd::ValidateBlockSize(bs); !s.ok()) return FailSetup(s);
+      g_options.block_size = static_cast<uint32_t>(bs);
+      return 0;
+    }
+    nbdkit_error("rewind: unknown parameter '%s' (see: nbdkit rewind --help)", key);
+    return -1;
+  });
+}
+
+int rewind_config_complete() {
+  return Guard("config", [] {
+    if (g_options.dir.empty()) {
+      nbdkit_error("rewind: dir= is required: the store directory (see: nbdkit rewind --help)");
+      return -1;
+    }
+    g_options.create_if_missing = true;
+    Status s = Store::Check(g_options);
+    return s.ok() ? 0 : FailSetup(s);
+  });
+}
+
+#define REWIND_CONFIG_HELP                                                                  \
+  "dir=<DIR>          (required) The store: journal, metadata and, unless\n"               \
+  "                   image= is given, the live image.  Created on first start.\n"         \
+  "size=<SIZE>        Size of a new disk (20G, 512M, bytes).  Required when DIR\n"         \
+  "                   is new; for an existing store it must match.\n"                      \
+  "image=<FILE>       Adopt an existing raw image as the live disk of a new store;\n"      \
+  "                   its content is the first point of history.\n"                        \
+  "block-size=<N>     Granularity of recovery blocks: a power of two from 512 to\n"        \
+  "                   1M (default 4096).  Fixed when the store is created.\n"              \
+  "While running, the plugin answers the rewind CLI on DIR/control.sock."
+
+// ---- Lifetime --------------------------------------------------------------
+
+int rewind_after_fork() {
+  return Guard("open store", [] {
+    Status s = Store::Open(g_options, &g_store);
+    if (!s.ok()) return FailSetup(s);
+    rwd::control::ControlServerOptions copts;
+    copts.socket_path = rwd::control::SocketPath(g_options.dir);
+    copts.log = [](const std::string& line) { nbdkit_debug("%s", line.c_str()); };
+    s = ControlServer::Start(copts, g_store.get(), &g_control);
+    if (!s.ok()) {
+      FailSetup(s);
+      Status closed = g_store->Close();
+      if (!closed.ok()) FailSetup(closed);
+      g_store.reset();
+      return -1;
+    }
+    nbdkit_debug("rewind: store %s open, control socket %s", g_options.dir.c_str(),
+                 copts.socket_path.c_str());
+    return 0;
+  });
+}
+
+void rewind_cleanup() {
+  Guard("close store", [] {
+    if (g_control) {
+      g_control->Stop();
+      g_control.reset();
+    }
+    if (g_store) {
+      Status s = g_store->Close();
+      g_store.reset();
+      if (!s.ok()) return FailSetup(s);
+    }
+    return 0;
+  });
+}
+
+// ---- Exports and connections -----------------------------------------------
+
+int rewind_list_exports(int /*readonly*/, int /*is_tls*/, nbdkit_exports* exports) {
+  return Guard("list_exports", [&] {
+    std::string description = "live disk of " + g_options.dir;
+    return nbdkit_add_export(exports, "", description.c_str());
+  });
+}
+
+const char* rewind_default_export(int /*readonly*/, int /*is_tls*/) { return ""; }
+
+void* rewind_open(int /*readonly*/) {
+  void* handle = nullptr;
+  Guard("open", [&] {
+    const char* name = nbdkit_export_name();
+    if (name == nullptr) return -1;  // nbdkit has reported the error
+    if (*name != '\0') {
+      nbdkit_error("unknown export '%s': this plugin serves the live disk as export \"\"", name);
+      nbdkit_set_error(ENOENT);
+      return -1;
+    }
+    if (!g_store) {
+      nbdkit_error("the store %s is not open", g_options.dir.c_str());
+      nbdkit_set_error(EIO);
+      return -1;
+    }
+    handle = new Handle{g_store.get()};
+    return 0;
+  });
+  return handle;
+}
+
+void rewind_close(void* handle) { delete static_cast<Handle*>(handle); }
+
+// ---- Properties ------------------------------------------------------------
+
+int64_t rewind_get_size(void* handle) {
+  return Guard("get_size", [&] { return static_cast<int64_t>(StoreOf(handle)->size()); });
+}
+
+int rewind_block_size(void* handle, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
+  return Guard("block_size", [&] {
+    *minimum = 1;
+    *preferred = std::max<uint32_t>(4096, StoreOf(handle)->block_size());
+    *maximum = kMaxRequest;
+    return 0;
+  });
+}
+
+int rewind_can_write(void*) { return 1; }
+int rewind_can_flush(void*) { return 1; }
+int rewind_can_fua(void*) { return NBDKIT_FUA_NATIVE; }
+int rewind_can_trim(void*) { return 1; }
+int rewind_can_zero(void*) { return 1; }
+int rewind_can_fast_zero(void*) { return 0; }
+int rewind_can_extents(void*) { return 1; }
+int rewind_can_multi_conn(void*) { return 1; }
+int rewind_is_rotational(void*) { return 0; }
+
+// ---- Data path -------------------------------------------------------------
+
+int rewind_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t /*flags*/) {
+  if (count == 0) return 0;
+  return Guard("pread", [&] { return FailStatus(StoreOf(handle)->Read(offset, count, buf)); });
+}
+
+int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset,
+                  uint32_t flags) {
+  if (count == 0) return 0;
+  bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
+  return Guard("pwrite",
+               [&] { return FailStatus(StoreOf(handle)->Write(offset, count, buf, fua)); });
+}
+
+int rewind_flush(void* handle, uint32_t /*flags*/) {
+  return Guard("flush", [&] { return FailStatus(StoreOf(handle)->Flush()); });
+}
+
+int rewind_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  if (count == 0) return 0;
+  bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
+  return Guard("trim", [&] {
+    return FailStatus(StoreOf(handle)->Zero(offset, count, fua, /*trim=*/true));
+  });
+}
+
+int rewind_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  if ((flags & NBDKIT_FLAG_FAST_ZERO) != 0) {
+    // Zeroing is journaled, never guaranteed faster than writing zeros.
+    nbdkit_set_error(ENOTSUP);
+    return -1;
+  }
+  if (count == 0) return 0;
+  bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
+  bool trim = (flags & NBDKIT_FLAG_MAY_TRIM) != 0;
+  return Guard("zero",
+               [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, trim)); });
+}
+
+int rewind_extents(void* handle, uint32_t count, uint64_t offset, uint32_t /*flags*/,
+                   nbdkit_extents* extents) {
+  return Guard("extents", [&] {
+    bool add_failed = false;
+    Status s = StoreOf(handle)->Extents(
+        offset, count, [&](uint64_t off, uint64_t len, bool is_data) {
+          if (add_failed) return;
+          uint32_t type = is_data ? 0 : (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
+          if (nbdkit_add_extent(extents, off, len, type) == -1) add_failed = true;
+        });
+    if (add_failed) return -1;  // nbdkit_add_extent has reported the error
+    return FailStatus(s);
+  });
+}
+
+nbdkit_plugin MakePlugin() {
+  nbdkit_plugin p = nbdkit_plugin();
+  p.name = "rewind";
+  p.longname = "rewind: a journaled, time-travelling live disk";
+  p.version = REWIND_VERSION;
+  p.description =
+      "A live raw disk that journals every write (redo) and the before-image "
+      "of every overwritten block (undo) in RocksDB, so the disk can be "
+      "restored or rolled back to any checkpoint, write or instant.";
+  p.config = rewind_config;
+  p.config_complete = rewind_config_complete;
+  p.config_help = REWIND_CONFIG_HELP;
+  p.magic_config_key = "dir";
+  p.after_fork = rewind_after_fork;
+  p.cleanup = rewind_cleanup;
+  p.list_exports = rewind_list_exports;
+  p.default_export = rewind_default_export;
+  p.open = rewind_open;
+  p.close = rewind_close;
+  p.get_size = rewind_get_size;
+  p.block_size = rewind_block_size;
+  p.can_write = rewind_can_write;
+  p.can_flush = rewind_can_flush;
+  p.can_fua = rewind_can_fua;
+  p.can_trim = rewind_can_trim;
+  p.can_zero = rewind_can_zero;
+  p.can_fast_zero = rewind_can_fast_zero;
+  p.can_extents = rewind_can_extents;
+  p.can_multi_conn = rewind_can_multi_conn;
+  p.is_rotational = rewind_is_rotational;
+  p.pread = rewind_pread;
+  p.pwrite = rewind_pwrite;
+  p.flush = rewind_flush;
+  p.trim = rewind_trim;
+  p.zero = rewind_zero;
+  p.extents = rewind_extents;
+  return p;
+}
+
+nbdkit_plugin plugin = MakePlugin();
+
+}  // namespace
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+NBDKIT_REGISTER_PLUGIN(plugin)

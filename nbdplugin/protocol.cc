@@ -1,0 +1,357 @@
+// The control protocol's messages: JSON of the store's objects, request
+// parsing and response building.  See docs/control-protocol.md.
+#include <rewind/control/protocol.h>
+
+#include <fmt/format.h>
+
+#include <ctime>
+#include <limits>
+
+namespace rwd::control {
+
+using nlohmann::json;
+
+const char* ServerName() { return "rewind " REWIND_VERSION; }
+
+std::string SocketPath(const std::string& dir) {
+  if (!dir.empty() && dir.back() == '/') return dir + kSocketName;
+  return dir + "/" + kSocketName;
+}
+
+std::string FormatTime(int64_t ns) {
+  constexpr int64_t kNsPerSec = 1'000'000'000;
+  int64_t secs = ns / kNsPerSec;
+  int64_t frac = ns % kNsPerSec;
+  if (frac < 0) {  // floor, so that instants before 1970 format correctly
+    frac += kNsPerSec;
+    secs -= 1;
+  }
+  time_t t = static_cast<time_t>(secs);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+// ---- Objects ---------------------------------------------------------------
+
+json ToJson(const CheckpointInfo& cp) {
+  return json{{"id", cp.id},
+              {"name", cp.name},
+              {"lsn", cp.lsn},
+              {"time", FormatTime(cp.time_ns)},
+              {"time_ns", cp.time_ns},
+              {"kind", cp.kind},
+              {"pinned", cp.pinned},
+              {"undo_bytes", cp.undo_bytes}};
+}
+
+json ToJson(const StoreInfo& info, bool online) {
+  json j{{"dir", info.dir},
+         {"image", info.image_path},
+         {"format_version", info.format_version},
+         {"size", info.size},
+         {"block_size", info.block_size},
+         {"created", FormatTime(info.created_ns)},
+         {"created_ns", info.created_ns},
+         {"oldest_lsn", info.oldest_lsn},
+         {"newest_lsn", info.newest_lsn},
+         {"redo_records", info.redo_records},
+         {"redo_bytes", info.redo_bytes},
+         {"undo_records", info.undo_records},
+         {"undo_bytes", info.undo_bytes},
+         {"vmstate_bytes", info.vmstate_bytes},
+         {"checkpoints", info.checkpoints},
+         {"durable_lsn", info.durable_lsn},
+         {"writes_refused", info.writes_refused},
+         {"refused_reason", info.refused_reason},
+         {"online", online}};
+  // An empty journal has no timestamps (oldest_lsn is 0 then).
+  if (info.oldest_lsn != 0) {
+    j["oldest_time"] = FormatTime(info.oldest_time_ns);
+    j["newest_time"] = FormatTime(info.newest_time_ns);
+    j["oldest_time_ns"] = info.oldest_time_ns;
+    j["newest_time_ns"] = info.newest_time_ns;
+  }
+  return j;
+}
+
+namespace {
+
+// Reads typed members of one JSON object, keeping the first error.
+class MemberReader {
+ public:
+  MemberReader(const json& j, const char* what) : j_(j), what_(what) {
+    if (!j_.is_object()) status_ = Status::InvalidArgument(std::string(what_) + " is not an object");
+  }
+
+  template <typename T>
+  void Unsigned(const char* key, T* out, bool required = true) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    bool in_range = v->is_number_unsigned() ||
+                    (v->is_number_integer() && v->get<int64_t>() >= 0);
+    if (!in_range || v->get<uint64_t>() > std::numeric_limits<T>::max()) {
+      Fail(key, "is not an unsigned integer in range");
+      return;
+    }
+    *out = static_cast<T>(v->get<uint64_t>());
+  }
+
+  void Signed(const char* key, int64_t* out, bool required = true) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    if (!v->is_number_integer() ||
+        (v->is_number_unsigned() &&
+         v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))) {
+      Fail(key, "is not a 64-bit integer");
+      return;
+    }
+    *out = v->get<int64_t>();
+  }
+
+  void String(const char* key, std::string* out, bool required = true) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    if (!v->is_string()) return Fail(key, "is not a string");
+    *out = v->get<std::string>();
+  }
+
+  void Bool(const char* key, bool* out, bool required = true) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) return Fail(key, "is not a boolean");
+    *out = v->get<bool>();
+  }
+
+  Status status() const { return status_; }
+
+ private:
+  // The member, or null when it is absent (an error when required) or an
+  // earlier member failed.
+  const json* Find(const char* key, bool required) {
+    if (!status_.ok()) return nullptr;
+    auto it = j_.find(key);
+    if (it == j_.end()) {
+      if (required) Fail(key, "is missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  void Fail(const char* key, const char* problem) {
+    if (status_.ok()) {
+      status_ = Status::InvalidArgument(fmt::format("{} member '{}' {}", what_, key, problem));
+    }
+  }
+
+  const json& j_;
+  const char* what_;
+  Status status_;
+};
+
+}  // namespace
+
+Status FromJson(const json& j, CheckpointInfo* out) {
+  CheckpointInfo cp;
+  MemberReader r(j, "checkpoint");
+  r.Unsigned("id", &cp.id);
+  r.String("name", &cp.name);
+  r.Unsigned("lsn", &cp.lsn);
+  r.Signed("time_ns", &cp.time_ns);
+  r.String("kind", &cp.kind);
+  r.Bool("pinned", &cp.pinned);
+  r.Unsigned("undo_bytes", &cp.undo_bytes);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(cp);
+  return Status::Ok();
+}
+
+Status FromJson(const json& j, StoreInfo* out) {
+  StoreInfo info;
+  MemberReader r(j, "store info");
+  r.String("dir", &info.dir);
+  r.String("image", &info.image_path);
+  r.Unsigned("format_version", &info.format_version);
+  r.Unsigned("size", &info.size);
+  r.Unsigned("block_size", &info.block_size);
+  r.Signed("created_ns", &info.created_ns);
+  r.Unsigned("oldest_lsn", &info.oldest_lsn);
+  r.Unsigned("newest_lsn", &info.newest_lsn);
+  bool has_history = info.oldest_lsn != 0;
+  r.Signed("oldest_time_ns", &info.oldest_time_ns, has_history);
+  r.Signed("newest_time_ns", &info.newest_time_ns, has_history);
+  r.Unsigned("redo_records", &info.redo_records);
+  r.Unsigned("redo_bytes", &info.redo_bytes);
+  r.Unsigned("undo_records", &info.undo_records);
+  r.Unsigned("undo_bytes", &info.undo_bytes);
+  r.Unsigned("vmstate_bytes", &info.vmstate_bytes);
+  r.Unsigned("checkpoints", &info.checkpoints);
+  r.Unsigned("durable_lsn", &info.durable_lsn);
+  r.Bool("writes_refused", &info.writes_refused);
+  r.String("refused_reason", &info.refused_reason);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(info);
+  return Status::Ok();
+}
+
+// ---- Requests --------------------------------------------------------------
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kHello: return "hello";
+    case Op::kInfo: return "info";
+    case Op::kCheckpoint: return "checkpoint";
+    case Op::kList: return "list";
+  }
+  return "?";
+}
+
+Error ErrorFromStatus(const Status& s) { return Error{s.CodeName(), s.message(), nullptr}; }
+
+namespace {
+
+std::optional<Op> OpFromName(std::string_view name) {
+  for (Op op : {Op::kHello, Op::kInfo, Op::kCheckpoint, Op::kList}) {
+    if (name == OpName(op)) return op;
+  }
+  return std::nullopt;
+}
+
+Error BadRequest(std::string message) { return Error{kBadRequest, std::move(message), nullptr}; }
+
+}  // namespace
+
+std::optional<Error> ParseRequest(std::string_view line, Request* out) {
+  *out = Request{};
+  if (line.size() > kMaxRequestLine) {
+    return Error{kTooLong, fmt::format("request line is longer than {} bytes", kMaxRequestLine),
+                 nullptr};
+  }
+  json j = json::parse(line.begin(), line.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return BadRequest("request is not JSON");
+  if (!j.is_object()) return BadRequest("request is not a JSON object");
+  if (auto id = j.find("id"); id != j.end()) out->id = *id;
+
+  auto v = j.find("v");
+  if (v == j.end()) return BadRequest("request has no member 'v' (the protocol version)");
+  if (!v->is_number_integer()) return BadRequest("request member 'v' is not an integer");
+  if (*v != kProtocolVersion) {
+    return Error{kUnsupportedVersion,
+                 fmt::format("protocol version {} is not supported (supported: {})", v->dump(),
+                             kProtocolVersion),
+                 json{{"supported", json::array({kProtocolVersion})}}};
+  }
+
+  auto op = j.find("op");
+  if (op == j.end()) return BadRequest("request has no member 'op'");
+  if (!op->is_string()) return BadRequest("request member 'op' is not a string");
+  std::optional<Op> parsed = OpFromName(op->get_ref<const std::string&>());
+  if (!parsed) {
+    return Error{kUnknownOp, fmt::format("unknown op {}", op->dump(-1, ' ', false,
+                                                                   json::error_handler_t::replace)),
+                 nullptr};
+  }
+  out->op = *parsed;
+
+  if (out->op == Op::kCheckpoint) {
+    auto name = j.find("name");
+    if (name != j.end() && !name->is_null()) {
+      if (!name->is_string()) return BadRequest("checkpoint member 'name' is not a string");
+      out->name = name->get<std::string>();
+    }
+  }
+  return std::nullopt;
+}
+
+json MakeRequest(Op op) { return json{{"v", kProtocolVersion}, {"op", OpName(op)}}; }
+
+// ---- Responses -------------------------------------------------------------
+
+namespace {
+
+json Envelope(const std::optional<json>& id, bool ok) {
+  json j{{"v", kProtocolVersion}};
+  if (id) j["id"] = *id;
+  j["ok"] = ok;
+  return j;
+}
+
+}  // namespace
+
+json MakeResult(const std::optional<json>& id, json result) {
+  json j = Envelope(id, true);
+  j["result"] = std::move(result);
+  return j;
+}
+
+json MakeError(const std::optional<json>& id, const Error& error) {
+  json e = error.extra.is_object() ? error.extra : json::object();
+  e["code"] = error.code;
+  e["message"] = error.message;
+  json j = Envelope(id, false);
+  j["error"] = std::move(e);
+  return j;
+}
+
+std::string ToLine(const json& message) {
+  std::string line = message.dump(-1, ' ', false, json::error_handler_t::replace);
+  line += '\n';
+  return line;
+}
+
+namespace {
+
+Status StatusFromCode(const std::string& code, const std::string& message) {
+  using C = Status::Code;
+  static const std::pair<C, Status (*)(std::string)> kStoreCodes[] = {
+      {C::kInvalidArgument, &Status::InvalidArgument},
+      {C::kNotFound, &Status::NotFound},
+      {C::kAlreadyExists, &Status::AlreadyExists},
+      {C::kNoSpace, &Status::NoSpace},
+      {C::kCorruption, &Status::Corruption},
+      {C::kNotSupported, &Status::NotSupported},
+      {C::kBusy, &Status::Busy},
+      {C::kReadOnly, &Status::ReadOnly},
+      {C::kAborted, &Status::Aborted},
+  };
+  for (const auto& [c, make] : kStoreCodes) {
+    Status s = make(message);
+    if (code == s.CodeName()) return s;
+  }
+  if (code == kUnsupportedVersion) return Status::NotSupported(message);
+  if (code == kBadRequest || code == kTooLong || code == kUnknownOp) {
+    return Status::InvalidArgument(message);
+  }
+  // "io-error" and codes of a newer server.
+  return Status::IOError(message);
+}
+
+}  // namespace
+
+Status ResultOf(const json& response, json* result) {
+  auto malformed = [](const char* why) {
+    return Status::IOError(std::string("malformed response from the plugin: ") + why);
+  };
+  if (!response.is_object()) return malformed("not a JSON object");
+  auto ok = response.find("ok");
+  if (ok == response.end() || !ok->is_boolean()) return malformed("no boolean member 'ok'");
+  if (ok->get<bool>()) {
+    if (result != nullptr) {
+      auto r = response.find("result");
+      *result = r == response.end() ? json(nullptr) : *r;
+    }
+    return Status::Ok();
+  }
+  auto error = response.find("error");
+  if (error == response.end() || !error->is_object()) return malformed("no member 'error'");
+  auto code = error->find("code");
+  auto message = error->find("message");
+  if (code == error->end() || !code->is_string()) return malformed("error without 'code'");
+  std::string text = message != error->end() && message->is_string()
+                         ? message->get<std::string>()
+                         : code->get<std::string>();
+  return StatusFromCode(code->get<std::string>(), text);
+}
+
+}  // namespace rwd::control

@@ -1,0 +1,61 @@
+// Backend: how the CLI reaches a store.
+//
+// RocksDB lets one process open a store, so while the plugin runs the CLI
+// must ask it, over DIR/control.sock (docs/control-protocol.md); when nothing
+// listens there the CLI opens the store itself.  Both ways give the same
+// objects, so a command neither knows nor cares which one it got, except to
+// report it (`online`).
+#pragma once
+
+#include <rewind/journal/status.h>
+#include <rewind/journal/store.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rwd::cli {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // True when a running plugin answers for the store.
+  virtual bool online() const = 0;
+
+  [[nodiscard]] virtual Status GetInfo(StoreInfo* out) = 0;
+  // name has passed ValidateCheckpointName, or is empty (the store picks
+  // "cp-<id>").  The checkpoint is durable when this returns.
+  [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
+  // Oldest first.
+  [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
+  // Releases the store (a local store is synced and closed).  The
+  // destructor closes too, but cannot report a failure.
+  [[nodiscard]] virtual Status Close() = 0;
+};
+
+// DIR/control.sock.
+std::string ControlSocketPath(const std::string& dir);
+
+// Talks to the plugin that listens on socket_path.  *not_listening is set
+// when nothing listens there (no socket, or a stale one); the returned
+// status is then not ok and the caller may open the store itself.
+[[nodiscard]] Status ConnectOnline(const std::string& socket_path, std::unique_ptr<Backend>* out,
+                                   bool* not_listening);
+
+// dir made absolute and normal, without a trailing '/': what the store
+// records and reports as its dir, the same as the plugin does.
+std::string AbsoluteDir(const std::string& dir);
+
+// NotFound or InvalidArgument, with a message for people, unless dir is an
+// existing directory.
+[[nodiscard]] Status CheckDirectory(const std::string& dir);
+
+// Opens the existing store in dir in this process.  Fails with a clear
+// message when dir holds no store or another process has it open.
+[[nodiscard]] Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out);
+
+// The plugin serving dir if one answers, otherwise the store opened locally.
+[[nodiscard]] Status OpenBackend(const std::string& dir, std::unique_ptr<Backend>* out);
+
+}  // namespace rwd::cli

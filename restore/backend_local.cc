@@ -1,0 +1,64 @@
+// LocalBackend: the store opened in the CLI's own process, for when no plugin
+// runs.  Store::Open takes RocksDB's lock on the store, so a plugin that
+// starts meanwhile fails cleanly rather than sharing the journal.
+#include <fmt/format.h>
+
+#include "backend.h"
+
+namespace rwd::cli {
+namespace {
+
+class LocalBackend final : public Backend {
+ public:
+  explicit LocalBackend(std::unique_ptr<Store> store) : store_(std::move(store)) {}
+  ~LocalBackend() override {
+    if (store_ != nullptr) (void)store_->Close();
+  }
+
+  bool online() const override { return false; }
+
+  Status GetInfo(StoreInfo* out) override { return store_->GetInfo(out); }
+
+  Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
+    return store_->Checkpoint(name, out);
+  }
+
+  Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {
+    return store_->ListCheckpoints(out);
+  }
+
+  Status Close() override {
+    if (store_ == nullptr) return Status::Ok();
+    Status s = store_->Close();
+    store_.reset();
+    return s;
+  }
+
+ private:
+  std::unique_ptr<Store> store_;
+};
+
+}  // namespace
+
+Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out) {
+  if (Status s = CheckDirectory(dir); !s.ok()) return s;
+  if (!Store::Exists(dir)) {
+    return Status::NotFound(fmt::format(
+        "'{}' is not a rewind store (make one with 'rewind create {} --size SIZE')", dir, dir));
+  }
+  StoreOptions options;
+  options.dir = AbsoluteDir(dir);
+  options.create_if_missing = false;
+  std::unique_ptr<Store> store;
+  Status s = Store::Open(options, &store);
+  if (s.code() == Status::Code::kBusy) {
+    return Status::Busy(
+        fmt::format("store '{}' is in use by another process, and no plugin answers on {}", dir,
+                    ControlSocketPath(dir)));
+  }
+  if (!s.ok()) return s;
+  *out = std::make_unique<LocalBackend>(std::move(store));
+  return Status::Ok();
+}
+
+}  // namespace rwd::cli

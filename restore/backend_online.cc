@@ -1,0 +1,119 @@
+// OnlineBackend: a store held open by a running plugin, reached over its
+// control socket.  Each call is one request on a fresh connection: the CLI
+// makes few calls, and a connection cannot then go stale between them.
+#include <fmt/format.h>
+#include <rewind/control/protocol.h>
+
+#include <algorithm>
+
+#include "backend.h"
+
+namespace rwd::cli {
+namespace {
+
+// How long one request may take, connection included.  Every op of the
+// protocol is quick (a checkpoint is O(1)); this bounds a wedged plugin.
+constexpr int kCallTimeoutMs = 30000;
+
+class OnlineBackend final : public Backend {
+ public:
+  explicit OnlineBackend(std::string socket_path) : socket_path_(std::move(socket_path)) {}
+
+  bool online() const override { return true; }
+
+  Status GetInfo(StoreInfo* out) override {
+    nlohmann::json result;
+    if (Status s = Call(control::MakeRequest(control::Op::kInfo), &result); !s.ok()) return s;
+    return Decode(result, out, "info");
+  }
+
+  Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kCheckpoint);
+    if (!name.empty()) request["name"] = name;
+    nlohmann::json result;
+    if (Status s = Call(request, &result); !s.ok()) return s;
+    return Decode(result, out, "checkpoint");
+  }
+
+  Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {
+    nlohmann::json result;
+    if (Status s = Call(control::MakeRequest(control::Op::kList), &result); !s.ok()) return s;
+    auto it = result.find("checkpoints");
+    if (it == result.end() || !it->is_array()) {
+      return Malformed("list", Status::InvalidArgument("missing member 'checkpoints'"));
+    }
+    out->clear();
+    for (const nlohmann::json& j : *it) {
+      CheckpointInfo cp;
+      if (Status s = Decode(j, &cp, "list"); !s.ok()) return s;
+      out->push_back(std::move(cp));
+    }
+    return Status::Ok();
+  }
+
+  Status Close() override { return Status::Ok(); }
+
+  // Sends one request and reads its response, which may be an error
+  // response.  NotFound: nothing listens on the socket.  The id lets a reader
+  // of a trace match request and answer; the server echoes it.
+  Status Send(nlohmann::json request, nlohmann::json* response) {
+    request["id"] = next_id_++;
+    return control::ControlCall(socket_path_, request, response, kCallTimeoutMs);
+  }
+
+  // One request and its result; a remote error becomes its Status.
+  Status Call(const nlohmann::json& request, nlohmann::json* result) {
+    nlohmann::json response;
+    if (Status s = Send(request, &response); !s.ok()) return s;
+    return control::ResultOf(response, result);
+  }
+
+ private:
+  template <typename T>
+  Status Decode(const nlohmann::json& j, T* out, const char* op) {
+    Status s = control::FromJson(j, out);
+    return s.ok() ? s : Malformed(op, s);
+  }
+
+  Status Malformed(const char* op, const Status& why) {
+    return Status::IOError(fmt::format("the plugin on {} sent a malformed '{}' result: {}",
+                                       socket_path_, op, why.message()));
+  }
+
+  std::string socket_path_;
+  int next_id_ = 1;
+};
+
+// The server answers hello with the protocol versions it speaks.
+Status CheckHello(const std::string& socket_path, const nlohmann::json& hello) {
+  auto it = hello.find("versions");
+  if (it == hello.end() || !it->is_array()) return Status::Ok();  // members are optional
+  bool speaks = std::any_of(it->begin(), it->end(), [](const nlohmann::json& v) {
+    return v.is_number_integer() && v.get<int>() == control::kProtocolVersion;
+  });
+  if (speaks) return Status::Ok();
+  return Status::NotSupported(
+      fmt::format("the plugin on {} does not speak control protocol v{} (it speaks {})",
+                  socket_path, control::kProtocolVersion, it->dump()));
+}
+
+}  // namespace
+
+std::string ControlSocketPath(const std::string& dir) { return control::SocketPath(dir); }
+
+Status ConnectOnline(const std::string& socket_path, std::unique_ptr<Backend>* out,
+                     bool* not_listening) {
+  *not_listening = false;
+  auto backend = std::make_unique<OnlineBackend>(socket_path);
+  nlohmann::json response;
+  Status s = backend->Send(control::MakeRequest(control::Op::kHello), &response);
+  if (s.code() == Status::Code::kNotFound) *not_listening = true;
+  if (!s.ok()) return s;
+  nlohmann::json hello;
+  if (s = control::ResultOf(response, &hello); !s.ok()) return s;
+  if (s = CheckHello(socket_path, hello); !s.ok()) return s;
+  *out = std::move(backend);
+  return Status::Ok();
+}
+
+}  // namespace rwd::cli

@@ -1,0 +1,50 @@
+// The subcommands of the rewind CLI.
+//
+// Each Add*Command registers one subcommand on the top-level CLI::App, with
+// its options bound to state that the returned Command owns, and returns
+// what to run once parsing succeeded.  Parsing validates every argument (a
+// bad one is a usage error, exit 2, before any store is touched); run()
+// reports everything else as a Status (exit 1).
+#pragma once
+
+#include <rewind/journal/status.h>
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace rwd::cli {
+
+struct Command {
+  CLI::App* app = nullptr;  // the subcommand; owned by the parent App
+  std::function<Status()> run;
+};
+
+// store_commands.cc
+Command AddCreateCommand(CLI::App* parent);
+Command AddInfoCommand(CLI::App* parent);
+// checkpoint_commands.cc
+Command AddCheckpointCommand(CLI::App* parent);
+Command AddListCommand(CLI::App* parent);
+
+// ---- Shared by the subcommands (command.cc) --------------------------------
+
+// Adds the positional DIR, required.
+CLI::Option* AddDirArgument(CLI::App* app, std::string* dir);
+// Adds --json.
+CLI::Option* AddJsonFlag(CLI::App* app, bool* json);
+
+// Validators for option->transform(): a SIZE such as "20G" becomes its
+// decimal byte count, so the option can bind to an integer.  Messages are
+// those of rwd::ParseSize and ValidateBlockSize.
+CLI::Validator SizeValidator();       // > 0
+CLI::Validator BlockSizeValidator();  // a power of two, 512 .. 1 MiB
+// Validators for option->check().
+CLI::Validator CheckpointNameValidator();  // rwd::ValidateCheckpointName
+CLI::Validator ImageValidator();           // exists and is not a directory
+
+// Writes j to stdout, indented, with a final newline.
+void PrintJson(const nlohmann::json& j);
+
+}  // namespace rwd::cli

@@ -1,0 +1,102 @@
+#include "human.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <ctime>
+
+namespace rwd::cli {
+
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr std::array<const char*, 7> kUnits = {"B",   "KiB", "MiB", "GiB",
+                                                        "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  size_t unit = 0;
+  uint64_t scale = 1;
+  while (unit + 1 < kUnits.size() && bytes / scale >= 1024) {
+    scale *= 1024;
+    ++unit;
+  }
+  if (bytes % scale == 0) return fmt::format("{} {}", bytes / scale, kUnits[unit]);
+  double value = static_cast<double>(bytes) / static_cast<double>(scale);
+  return fmt::format("{:.1f} {}", value, kUnits[unit]);
+}
+
+std::string HumanBytesExact(uint64_t bytes) {
+  if (bytes < 1024) return fmt::format("{} bytes", bytes);
+  return fmt::format("{} ({} bytes)", HumanBytes(bytes), bytes);
+}
+
+std::string HumanTime(int64_t time_ns, bool with_zone) {
+  constexpr int64_t kNsPerSec = 1000000000;
+  int64_t secs = time_ns / kNsPerSec;
+  int64_t rem = time_ns % kNsPerSec;
+  if (rem < 0) {
+    secs -= 1;
+    rem += kNsPerSec;
+  }
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  if (gmtime_r(&t, &tm) == nullptr) return fmt::format("@{}ns", time_ns);
+  std::array<char, 32> buf{};
+  size_t n = std::strftime(buf.data(), buf.size(), "%Y-%m-%d %H:%M:%S", &tm);
+  return fmt::format("{}.{:03}{}", std::string_view(buf.data(), n), rem / 1000000,
+                     with_zone ? " UTC" : "");
+}
+
+void KeyValueBlock::Add(std::string key, std::string value) {
+  rows_.emplace_back(std::move(key), std::move(value));
+}
+
+void KeyValueBlock::Print(std::ostream& out) const {
+  size_t width = 0;
+  for (const auto& [key, value] : rows_) width = std::max(width, key.size() + 1);
+  for (const auto& [key, value] : rows_) {
+    out << fmt::format("{:<{}}  {}\n", key + ":", width, value);
+  }
+}
+
+Table::Table(std::vector<Column> columns) : columns_(std::move(columns)) {}
+
+void Table::AddRow(std::vector<std::string> row) {
+  assert(row.size() == columns_.size());
+  rows_.push_back(std::move(row));
+}
+
+std::vector<size_t> Table::Widths() const {
+  std::vector<size_t> widths;
+  for (const Column& c : columns_) widths.push_back(c.title.size());
+  for (const auto& row : rows_) {
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  return widths;
+}
+
+void Table::PrintRow(std::ostream& out, const std::vector<std::string>& row,
+                     const std::vector<size_t>& widths) const {
+  std::string line;
+  for (size_t i = 0; i < row.size(); ++i) {
+    if (i > 0) line += "  ";
+    bool last = i + 1 == row.size();
+    if (columns_[i].align == Align::kRight) {
+      line += fmt::format("{:>{}}", row[i], widths[i]);
+    } else if (last) {
+      line += row[i];  // no trailing blanks
+    } else {
+      line += fmt::format("{:<{}}", row[i], widths[i]);
+    }
+  }
+  out << line << '\n';
+}
+
+void Table::Print(std::ostream& out) const {
+  std::vector<size_t> widths = Widths();
+  std::vector<std::string> titles;
+  for (const Column& c : columns_) titles.push_back(c.title);
+  PrintRow(out, titles, widths);
+  for (const auto& row : rows_) PrintRow(out, row, widths);
+}
+
+}  // namespace rwd::cli

@@ -1,0 +1,125 @@
+// rewind: the command line of the rewind time machine.
+//
+// Design: main builds a CLI11 parser with one subcommand per action (see
+// command.h), parses, and runs the chosen subcommand.  A subcommand reaches
+// the store through a Backend (backend.h): the running plugin's control
+// socket when one answers, the store opened in-process otherwise.
+//
+// Contract with scripts: stdout carries only the result (text, or JSON with
+// --json); every error is one line on stderr, "rewind: SUBCOMMAND: message",
+// and the exit status is 0 on success, 1 when the work failed and 2 when the
+// command line was wrong (nothing was touched then).
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "command.h"
+
+#ifndef REWIND_VERSION
+#error "REWIND_VERSION must be defined by the build"
+#endif
+
+namespace rwd::cli {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr const char* kDescription =
+    "rewind: a time machine under VM disks.  Manages the stores that the\n"
+    "nbdkit rewind plugin serves: their checkpoints and history.";
+
+constexpr const char* kFooter = R"(
+Every subcommand works whether or not the plugin is running (through
+DIR/control.sock when it is), prints text by default and JSON with --json,
+and exits 1 on failure, 2 on a bad command line.  'rewind SUBCOMMAND --help'
+describes each.
+
+Examples:
+  rewind create /var/lib/rewind/vm1 --size 20G
+  nbdkit -U /run/vm1.sock rewind dir=/var/lib/rewind/vm1
+  rewind checkpoint /var/lib/rewind/vm1 --name before-upgrade
+  rewind list /var/lib/rewind/vm1)";
+
+// Errors must stay on one line, whatever the message holds.
+std::string OneLine(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
+void PrintError(const std::string& where, const std::string& message) {
+  std::string prefix = where.empty() ? "rewind: " : "rewind: " + where + ": ";
+  std::cerr << prefix << OneLine(message) << std::endl;
+}
+
+// The subcommand on the command line, or null when none was reached.
+const Command* Selected(const std::vector<Command>& commands) {
+  for (const Command& c : commands) {
+    if (c.app->parsed()) return &c;
+  }
+  return nullptr;
+}
+
+int ReportParseError(const CLI::App& app, const std::vector<Command>& commands,
+                     const CLI::ParseError& e) {
+  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {
+    return app.exit(e);  // --help, --version
+  }
+  const Command* c = Selected(commands);
+  std::string name = c != nullptr ? c->app->get_name() : "";
+  std::string help = c != nullptr ? "rewind " + name + " --help" : "rewind --help";
+  PrintError(name, fmt::format("{} (see '{}')", e.what(), help));
+  return kExitUsage;
+}
+
+int Run(const Command& command) {
+  Status s;
+  try {
+    s = command.run();
+  } catch (const std::exception& e) {
+    s = Status::IOError(e.what());
+  }
+  if (s.ok()) {
+    std::cout.flush();
+    if (!std::cout) s = Status::IOError("cannot write the output");
+  }
+  if (!s.ok()) {
+    PrintError(command.app->get_name(), s.message());
+    return kExitFailure;
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app(kDescription, "rewind");
+  app.set_version_flag("--version", "rewind " REWIND_VERSION);
+  app.require_subcommand(1);
+  app.footer(kFooter);
+  std::vector<Command> commands = {
+      AddCreateCommand(&app),
+      AddInfoCommand(&app),
+      AddCheckpointCommand(&app),
+      AddListCommand(&app),
+  };
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return ReportParseError(app, commands, e);
+  }
+  const Command* c = Selected(commands);
+  if (c == nullptr) {  // require_subcommand makes this unreachable
+    PrintError("", "no subcommand given (see 'rewind --help')");
+    return kExitUsage;
+  }
+  return Run(*c);
+}
+
+}  // namespace
+}  // namespace rwd::cli
+
+int main(int argc, char** argv) { return rwd::cli::Main(argc, argv); }

@@ -1,0 +1,134 @@
+// Glue for the end-to-end tests of rewind: the built plugin and CLI, the
+// skip rule, JSON output of the CLI, test patterns.  Header-only because it
+// uses REWIND_PLUGIN_PATH and REWIND_CLI_PATH, which only the e2e target
+// defines.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "support/nbd_server.h"
+#include "support/proc_util.h"
+
+#if !defined(REWIND_PLUGIN_PATH) || !defined(REWIND_CLI_PATH)
+#error "nbd_rewind.h needs REWIND_PLUGIN_PATH and REWIND_CLI_PATH (tests/e2e/CMakeLists.txt)"
+#endif
+
+namespace rwd::test {
+
+inline constexpr const char* kPluginPath = REWIND_PLUGIN_PATH;
+inline constexpr const char* kCliPath = REWIND_CLI_PATH;
+
+// The exit code ctest treats as "skipped" (SKIP_RETURN_CODE in
+// tests/e2e/CMakeLists.txt).
+inline constexpr int kSkipExitCode = 77;
+
+// Ends the test run as skipped, saying why, when nbdkit is not installed.
+// Catch2 v2 has no SKIP, and a test that returns early would pass silently,
+// so the process exits with kSkipExitCode, which ctest reports as skipped
+// and a direct run reports as a non-zero exit.  Anything else missing (the
+// built plugin or CLI) is a failure, not a skip.
+inline void RequireNbdkitOrSkip() {
+  if (FindInPath("nbdkit").empty()) {
+    std::fprintf(stderr,
+                 "SKIPPED: nbdkit is not installed (not found in PATH); the end-to-end tests "
+                 "need it (Debian package nbdkit)\n");
+    std::fflush(nullptr);
+    std::exit(kSkipExitCode);
+  }
+  INFO("plugin: " << kPluginPath << "  cli: " << kCliPath);
+  REQUIRE(access(kPluginPath, R_OK) == 0);
+  REQUIRE(access(kCliPath, X_OK) == 0);
+}
+
+// nbdkit with the built rewind plugin; its socket, pid file and log in work.
+inline NbdServerOptions RewindOptions(const TempDir& work, std::vector<std::string> params) {
+  NbdServerOptions o;
+  o.plugin = kPluginPath;
+  o.params = std::move(params);
+  o.workdir = work.path();
+  return o;
+}
+
+inline std::unique_ptr<NbdServer> StartRewind(const TempDir& work, std::vector<std::string> params) {
+  return NbdServer::Start(RewindOptions(work, std::move(params)));
+}
+
+// Runs the rewind CLI with args.
+inline ProcResult RunCli(std::vector<std::string> args,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  args.insert(args.begin(), kCliPath);
+  return RunProcess(args, timeout);
+}
+
+// Runs the CLI, requires exit 0 and stdout that is one JSON document.
+inline nlohmann::json RunCliJson(std::vector<std::string> args) {
+  ProcResult r = RunCli(std::move(args));
+  INFO(r.Describe());
+  if (r.seconds > 1.0) {
+    std::fprintf(stderr, "note: slow CLI call (%.3f s): %s\n", r.seconds, r.command.c_str());
+  }
+  REQUIRE(r.ok());
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+// Parses one JSON line (e.g. a control-socket response); REQUIREs success.
+inline nlohmann::json ParseJsonLine(const std::string& line) {
+  INFO("line: " << line);
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+// ------------------------------------------------------------- patterns
+
+inline uint64_t SplitMix64(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// len pseudo-random bytes from seed, no byte of them zero (so "reads back
+// as zeros" and "was written" can never be confused).
+inline std::vector<uint8_t> Pattern(size_t len, uint64_t seed) {
+  std::vector<uint8_t> out(len);
+  uint64_t st = seed * 0x2545F4914F6CDD1Dull + 1;
+  for (size_t i = 0; i < len; i += 8) {
+    uint64_t v = SplitMix64(&st);
+    for (size_t k = 0; k < 8 && i + k < len; ++k) {
+      uint8_t b = static_cast<uint8_t>(v >> (8 * k));
+      out[i + k] = b == 0 ? 0xA5 : b;
+    }
+  }
+  return out;
+}
+
+// "" when equal, else where and how a and b first differ.
+inline std::string FirstDifference(const uint8_t* got, const uint8_t* want, size_t len,
+                                   uint64_t base_offset) {
+  for (size_t i = 0; i < len; ++i) {
+    if (got[i] != want[i]) {
+      size_t end = i;
+      while (end < len && got[end] != want[end]) ++end;
+      size_t n = 0;
+      for (size_t k = i; k < len; ++k) n += got[k] != want[k];
+      return fmt::format("first difference at disk offset {} (got {:#04x}, want {:#04x}); "
+                         "first run of differing bytes is {} long, {} bytes differ in all",
+                         base_offset + i, got[i], want[i], end - i, n);
+    }
+  }
+  return "";
+}
+
+}  // namespace rwd::test
