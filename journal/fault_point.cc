@@ -81,7 +81,7 @@ const std::vector<std::string_view>& AllFaultPoints() {
       "recovery.replay",          // recovery is replaying one record into the image
       "recovery.before_sync",     // recovery replayed the journal, image not synced
       "recovery.after_sync",      // image synced, applied LSN not yet recorded
-      "create.after_meta",        // a new store has its meta file, no journal yet
+      "create.before_meta",       // a new store has its journal, no meta file yet
   };
   return points;
 }

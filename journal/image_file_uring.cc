@@ -209,7 +209,7 @@ class UringImageFileFactory final : public ImageFileFactory {
  public:
   Status Open(const std::string& path, bool create, uint64_t size,
               std::unique_ptr<ImageFile>* out) override {
-    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
+    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
     int fd = open(path.c_str(), flags, 0600);
     if (fd < 0) return Status::FromErrno(errno, "open " + path);
     struct stat st;

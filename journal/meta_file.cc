@@ -68,10 +68,17 @@ Status ReadMetaFile(const std::string& dir, MetaFile* out) {
     kv[line.substr(0, eq)] = line.substr(eq + 1);
   }
   uint64_t version = 0, size = 0, bs = 0, created = 0;
+  std::string created_text = kv["created_ns"];
+  bool negative = !created_text.empty() && created_text[0] == '-';
+  if (negative) created_text.erase(0, 1);
   if (!ParseU64(kv["format_version"], &version) || !ParseU64(kv["size"], &size) ||
-      !ParseU64(kv["block_size"], &bs) || !ParseU64(kv["created_ns"], &created)) {
+      !ParseU64(kv["block_size"], &bs) || !ParseU64(created_text, &created)) {
     return Status::Corruption(path + " lacks a required field");
   }
+  if (version > UINT32_MAX || bs > UINT32_MAX || created > INT64_MAX) {
+    return Status::Corruption(path + " has a field out of range");
+  }
+  if (negative) created = static_cast<uint64_t>(-static_cast<int64_t>(created));
   out->format_version = static_cast<uint32_t>(version);
   out->size = size;
   out->block_size = static_cast<uint32_t>(bs);

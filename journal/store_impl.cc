@@ -51,6 +51,10 @@ void RangeLock::Unlock(uint64_t begin, uint64_t end) {
 
 EpochStamps::EpochStamps(uint64_t blocks) : pages_((blocks + kPerPage - 1) / kPerPage) {}
 
+EpochStamps::~EpochStamps() {
+  for (auto& slot : pages_) delete[] slot.load();
+}
+
 uint32_t EpochStamps::Get(uint64_t block) const {
   std::atomic<uint32_t>* page = pages_[block / kPerPage].load(std::memory_order_acquire);
   return page ? page[block % kPerPage].load(std::memory_order_acquire) : 0;
@@ -279,6 +283,10 @@ Status StoreImpl::Close() {
     db_.reset();
   }
   image_.reset();
+  if (result.ok() && refused_.load()) {
+    std::lock_guard<std::mutex> l(state_mu_);
+    result = Status::IOError("closed after refusing writes since " + refused_reason_);
+  }
   return result;
 }
 

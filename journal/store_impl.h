@@ -69,6 +69,9 @@ class RangeLock {
 class EpochStamps {
  public:
   explicit EpochStamps(uint64_t blocks);
+  ~EpochStamps();
+  EpochStamps(const EpochStamps&) = delete;
+  EpochStamps& operator=(const EpochStamps&) = delete;
   uint32_t Get(uint64_t block) const;
   void Set(uint64_t block, uint32_t stamp);
 

@@ -9,7 +9,9 @@
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <random>
@@ -46,8 +48,23 @@ std::string NewUuid() {
   return buf;
 }
 
+std::string CreatingMarker(const std::string& dir) { return dir + "/rewind.creating"; }
+
 Status CheckNewStore(const StoreOptions& o, uint64_t* size) {
   if (!o.create_if_missing) return Status::NotFound(o.dir + " is not a rewind store");
+  if (o.dir.find('\n') != std::string::npos) {
+    return Status::InvalidArgument("dir= path contains a newline");
+  }
+  // Files of a store's names without its rewind.meta are only ever removed
+  // when our own creation marker says a creation of ours left them.
+  std::error_code ec;
+  bool leftovers = fs::exists(fs::path(o.dir) / format::kJournalDirName, ec) ||
+                   (o.image.empty() && fs::exists(fs::path(o.dir) / format::kImageFileName, ec));
+  if (leftovers && !fs::exists(CreatingMarker(o.dir), ec)) {
+    return Status::InvalidArgument(o.dir + " holds a journal/ or image.raw but no " +
+                                   format::kMetaFileName +
+                                   ": it is not a rewind store, and rewind will not overwrite it");
+  }
   if (!o.image.empty()) {
     struct stat st;
     if (stat(o.image.c_str(), &st) != 0) {
@@ -123,11 +140,21 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
     std::error_code ec;
     fs::create_directories(options.dir, ec);
     if (ec) return Status::IOError("create " + options.dir + ": " + ec.message());
-    // A creation that crashed before its meta file left no store: start over.
-    fs::remove_all(fs::path(options.dir) / format::kJournalDirName, ec);
-    meta.format_version = format::kFormatVersion;
     s = CheckNewStore(options, &meta.size);
     if (!s.ok()) return s;
+    // A creation of ours that crashed before its meta file left no store:
+    // start over.  CheckNewStore refused anything else.
+    if (fs::exists(CreatingMarker(options.dir), ec)) {
+      fs::remove_all(fs::path(options.dir) / format::kJournalDirName, ec);
+      if (options.image.empty()) fs::remove(fs::path(options.dir) / format::kImageFileName, ec);
+    } else {
+      int fd = open(CreatingMarker(options.dir).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) return Status::FromErrno(errno, "create " + CreatingMarker(options.dir));
+      close(fd);
+      s = SyncDir(options.dir);
+      if (!s.ok()) return s;
+    }
+    meta.format_version = format::kFormatVersion;
     meta.block_size = options.block_size ? options.block_size : kDefaultBlockSize;
     meta.image = options.image.empty()
                      ? fs::absolute(fs::path(options.dir) / format::kImageFileName).lexically_normal().string()
@@ -152,6 +179,7 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
       (void)impl->Close();
       return s;
     }
+    unlink(CreatingMarker(options.dir).c_str());  // the meta file now marks the store
   }
   *out = std::move(impl);
   return Status::Ok();
@@ -160,7 +188,7 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
 Status StoreImpl::OpenDb(bool created) {
   rocksdb::DBOptions dbo;
   dbo.create_if_missing = created;
-  dbo.create_missing_column_families = true;
+  dbo.create_missing_column_families = created;  // a lost family is damage, not new
   dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   dbo.max_background_jobs = 2;
   dbo.max_total_wal_size = 512ull << 20;
@@ -256,6 +284,10 @@ Status StoreImpl::Init(bool created) {
   s = factory->Open(meta_.image, created && own_image, created && own_image ? meta_.size : 0,
                     &image_);
   if (!s.ok()) return s;
+  if (created && own_image) {
+    s = image_->Sync();  // its size must be durable before rewind.meta exists
+    if (!s.ok()) return s;
+  }
   if (image_->Size() != meta_.size) {
     return Status::Corruption("image " + meta_.image + " is " + std::to_string(image_->Size()) +
                               " bytes but the store says " + std::to_string(meta_.size));
@@ -290,8 +322,8 @@ Status StoreImpl::Recover() {
     s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h,
                             &payload);
     if (!s.ok()) {
-      return Status::Corruption("recovery cannot replay: " + s.message() +
-                                "; run 'rewind verify " + options_.dir + "'");
+      return Status::Corruption("recovery cannot replay the journal of " + options_.dir + ": " +
+                                s.message());
     }
     if (h.offset + h.length > meta_.size) {
       return Status::Corruption("recovery cannot replay: redo record " + std::to_string(lsn) +

@@ -8,6 +8,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <cstring>
+#include <optional>
 
 namespace rwd {
 
@@ -86,7 +87,8 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   req.first_page = offset / ps;
   uint64_t end_page = (offset + len + ps - 1) / ps;
   req.npages = end_page - req.first_page;
-  RangeGuard guard(&range_lock_, req.first_page * ps, end_page * ps);
+  std::optional<RangeGuard> guard;
+  guard.emplace(&range_lock_, req.first_page * ps, end_page * ps);
 
   req.pages = std::shared_ptr<char>(new char[req.npages * ps], std::default_delete<char[]>());
   char* pages = req.pages.get();
@@ -107,6 +109,7 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   FaultPoint("write.before_commit");
   s = Commit(&req);
   if (!s.ok()) return s;
+  guard.reset();  // later writes may overtake now; FUA waits without the lock
   FaultPoint("write.before_ack");
   if (fua) return WaitDurable(req.seq);
   return Status::Ok();
@@ -178,6 +181,9 @@ void StoreImpl::LeadGroup(std::unique_lock<std::mutex>& l) {
 
   rocksdb::WriteBatch batch;
   Status s = BuildBatch(group, &batch);
+  // A failed build may have stamped blocks whose before-images never reach
+  // the journal; refusing further writes keeps every stamp truthful.
+  if (!s.ok()) Refuse(s);
   if (s.ok() && batch.Count() > 0) {
     rocksdb::WriteOptions wo;  // WAL on, not synced: the syncer makes it durable
     s = FromRocks(db_->Write(wo, &batch), "journal write");
@@ -278,6 +284,12 @@ Status StoreImpl::AddCheckpoint(CommitRequest* r, rocksdb::WriteBatch* batch) {
   records::CheckpointRecord rec;
   rec.id = next_checkpoint_id_;
   rec.name = r->name.empty() ? "cp-" + std::to_string(rec.id) : r->name;
+  if (r->name.empty()) {  // never collide with a name a user chose
+    std::lock_guard<std::mutex> l(cp_mu_);
+    for (int n = 2; checkpoint_names_.count(rec.name); n++) {
+      rec.name = "cp-" + std::to_string(rec.id) + "-" + std::to_string(n);
+    }
+  }
   rec.lsn = r->lsn;
   rec.time_ns = static_cast<int64_t>(NowNs());
   {
@@ -354,6 +366,8 @@ Status StoreImpl::WaitForRoom() {
   state_cv_.wait(l, [&] {
     return pending_bytes_ <= options_.max_pending_bytes / 2 || refused_.load() || stopping_;
   });
+  if (refused_.load()) return Status::ReadOnly("writes refused since " + refused_reason_);
+  if (stopping_) return Status::Aborted("the store is closing");
   return Status::Ok();
 }
 
