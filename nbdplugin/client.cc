@@ -69,8 +69,7 @@ Status SendAll(int fd, const std::string& data, const std::string& path,
   return Status::Ok();
 }
 
-Status ReceiveLine(int fd, std::string* line, const std::string& path,
-                   Clock::time_point deadline) {
+Status ReceiveLine(int fd, std::string* line, const std::string& path, Clock::time_point deadline) {
   std::string buf;
   char chunk[16384];
   for (;;) {
@@ -103,9 +102,9 @@ Status ReceiveLine(int fd, std::string* line, const std::string& path,
 Status ControlCall(const std::string& socket_path, const json& request, json* response,
                    int timeout_ms) {
   try {
-    Clock::time_point deadline = timeout_ms < 0 ? Clock::time_point::max()
-                                                : Clock::now() +
-                                                      std::chrono::milliseconds(timeout_ms);
+    Clock::time_point deadline = timeout_ms < 0
+                                     ? Clock::time_point::max()
+                                     : Clock::now() + std::chrono::milliseconds(timeout_ms);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!fd.valid()) return Status::FromErrno(errno, "socket");
     Status s = Connect(fd.get(), socket_path, deadline);

@@ -166,16 +166,16 @@ int rewind_config_complete() {
   });
 }
 
-#define REWIND_CONFIG_HELP                                                                  \
-  "dir=<DIR>          (required) The store: journal, metadata and, unless\n"               \
-  "                   image= is given, the live image.  Created on first start.\n"         \
-  "size=<SIZE>        Size of a new disk (20G, 512M, bytes).  Required when DIR\n"         \
-  "                   is new; for an existing store it must match.\n"                      \
-  "image=<FILE>       Adopt an existing raw image as the live disk of a new store;\n"      \
-  "                   its content is the first point of history.\n"                        \
-  "block-size=<N>     Granularity of recovery blocks: a power of two from 512 to\n"        \
-  "                   1M (default 4096).  Fixed when the store is created.\n"              \
-  "While running, the plugin answers the rewind CLI on DIR/control.sock."
+constexpr const char kConfigHelp[] =
+    "dir=<DIR>          (required) The store: journal, metadata and, unless\n"
+    "                   image= is given, the live image.  Created on first start.\n"
+    "size=<SIZE>        Size of a new disk (20G, 512M, bytes).  Required when DIR\n"
+    "                   is new; for an existing store it must match.\n"
+    "image=<FILE>       Adopt an existing raw image as the live disk of a new store;\n"
+    "                   its content is the first point of history.\n"
+    "block-size=<N>     Granularity of recovery blocks: a power of two from 512 to\n"
+    "                   1M (default 4096).  Fixed when the store is created.\n"
+    "While running, the plugin answers the rewind CLI on DIR/control.sock.";
 
 // ---- Lifetime --------------------------------------------------------------
 
@@ -281,8 +281,7 @@ int rewind_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint3
   return Guard("pread", [&] { return FailStatus(StoreOf(handle)->Read(offset, count, buf)); });
 }
 
-int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset,
-                  uint32_t flags) {
+int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
   return Guard("pwrite",
@@ -296,9 +295,8 @@ int rewind_flush(void* handle, uint32_t /*flags*/) {
 int rewind_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
-  return Guard("trim", [&] {
-    return FailStatus(StoreOf(handle)->Zero(offset, count, fua, /*trim=*/true));
-  });
+  return Guard(
+      "trim", [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, /*trim=*/true)); });
 }
 
 int rewind_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
@@ -310,16 +308,15 @@ int rewind_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
   bool trim = (flags & NBDKIT_FLAG_MAY_TRIM) != 0;
-  return Guard("zero",
-               [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, trim)); });
+  return Guard("zero", [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, trim)); });
 }
 
 int rewind_extents(void* handle, uint32_t count, uint64_t offset, uint32_t /*flags*/,
                    nbdkit_extents* extents) {
   return Guard("extents", [&] {
     bool add_failed = false;
-    Status s = StoreOf(handle)->Extents(
-        offset, count, [&](uint64_t off, uint64_t len, bool is_data) {
+    Status s =
+        StoreOf(handle)->Extents(offset, count, [&](uint64_t off, uint64_t len, bool is_data) {
           if (add_failed) return;
           uint32_t type = is_data ? 0 : (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
           if (nbdkit_add_extent(extents, off, len, type) == -1) add_failed = true;
@@ -340,7 +337,7 @@ nbdkit_plugin MakePlugin() {
       "restored or rolled back to any checkpoint, write or instant.";
   p.config = rewind_config;
   p.config_complete = rewind_config_complete;
-  p.config_help = REWIND_CONFIG_HELP;
+  p.config_help = kConfigHelp;
   p.magic_config_key = "dir";
   p.after_fork = rewind_after_fork;
   p.cleanup = rewind_cleanup;

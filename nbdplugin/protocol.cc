@@ -36,14 +36,10 @@ std::string FormatTime(int64_t ns) {
 // ---- Objects ---------------------------------------------------------------
 
 json ToJson(const CheckpointInfo& cp) {
-  return json{{"id", cp.id},
-              {"name", cp.name},
-              {"lsn", cp.lsn},
-              {"time", FormatTime(cp.time_ns)},
-              {"time_ns", cp.time_ns},
-              {"kind", cp.kind},
-              {"pinned", cp.pinned},
-              {"undo_bytes", cp.undo_bytes}};
+  return json{{"id", cp.id},           {"name", cp.name},
+              {"lsn", cp.lsn},         {"time", FormatTime(cp.time_ns)},
+              {"time_ns", cp.time_ns}, {"kind", cp.kind},
+              {"pinned", cp.pinned},   {"undo_bytes", cp.undo_bytes}};
 }
 
 json ToJson(const StoreInfo& info, bool online) {
@@ -82,15 +78,15 @@ namespace {
 class MemberReader {
  public:
   MemberReader(const json& j, const char* what) : j_(j), what_(what) {
-    if (!j_.is_object()) status_ = Status::InvalidArgument(std::string(what_) + " is not an object");
+    if (!j_.is_object())
+      status_ = Status::InvalidArgument(std::string(what_) + " is not an object");
   }
 
   template <typename T>
   void Unsigned(const char* key, T* out, bool required = true) {
     const json* v = Find(key, required);
     if (v == nullptr) return;
-    bool in_range = v->is_number_unsigned() ||
-                    (v->is_number_integer() && v->get<int64_t>() >= 0);
+    bool in_range = v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0);
     if (!in_range || v->get<uint64_t>() > std::numeric_limits<T>::max()) {
       Fail(key, "is not an unsigned integer in range");
       return;
@@ -248,9 +244,10 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
   if (!op->is_string()) return BadRequest("request member 'op' is not a string");
   std::optional<Op> parsed = OpFromName(op->get_ref<const std::string&>());
   if (!parsed) {
-    return Error{kUnknownOp, fmt::format("unknown op {}", op->dump(-1, ' ', false,
-                                                                   json::error_handler_t::replace)),
-                 nullptr};
+    return Error{
+        kUnknownOp,
+        fmt::format("unknown op {}", op->dump(-1, ' ', false, json::error_handler_t::replace)),
+        nullptr};
   }
   out->op = *parsed;
 
@@ -348,9 +345,8 @@ Status ResultOf(const json& response, json* result) {
   auto code = error->find("code");
   auto message = error->find("message");
   if (code == error->end() || !code->is_string()) return malformed("error without 'code'");
-  std::string text = message != error->end() && message->is_string()
-                         ? message->get<std::string>()
-                         : code->get<std::string>();
+  std::string text = message != error->end() && message->is_string() ? message->get<std::string>()
+                                                                     : code->get<std::string>();
   return StatusFromCode(code->get<std::string>(), text);
 }
 

@@ -35,8 +35,8 @@ namespace {
 json Dispatch(Store& store, const Request& req) {
   switch (req.op) {
     case Op::kHello:
-      return MakeResult(req.id, json{{"server", ServerName()},
-                                     {"versions", json::array({kProtocolVersion})}});
+      return MakeResult(
+          req.id, json{{"server", ServerName()}, {"versions", json::array({kProtocolVersion})}});
     case Op::kInfo: {
       StoreInfo info;
       Status s = store.GetInfo(&info);
@@ -71,7 +71,8 @@ json HandleRequestLine(Store& store, std::string_view line) {
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
-    return MakeError(req.id, Error{"io-error", std::string("internal error: ") + e.what(), nullptr});
+    return MakeError(req.id,
+                     Error{"io-error", std::string("internal error: ") + e.what(), nullptr});
   }
 }
 
@@ -190,8 +191,7 @@ void ControlServer::Stop() {
   ::close(listen_fd_);
   listen_fd_ = -1;
   struct stat st;
-  if (::lstat(options_.socket_path.c_str(), &st) == 0 && st.st_dev == dev_ &&
-      st.st_ino == ino_) {
+  if (::lstat(options_.socket_path.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
     ::unlink(options_.socket_path.c_str());
   }
   Reap(/*wait=*/true);
@@ -310,8 +310,8 @@ void ControlServer::Serve(int fd) {
     }
     buf.erase(0, start);
     if (buf.size() > kMaxRequestLine) {
-      Error err{kTooLong, "request line is longer than " + std::to_string(kMaxRequestLine) +
-                              " bytes",
+      Error err{kTooLong,
+                "request line is longer than " + std::to_string(kMaxRequestLine) + " bytes",
                 nullptr};
       SendAll(fd, ToLine(MakeError(std::nullopt, err)));
       return;

@@ -115,8 +115,8 @@ TEST_CASE("ParseRequest refuses what is not a request object", "[control]") {
   ExpectError("\"info\"", kBadRequest);
   ExpectError("42", kBadRequest);
   ExpectError("null", kBadRequest);
-  ExpectError("{\"v\":1,\"op\":\"info\"} {}", kBadRequest);  // two values
-  ExpectError("{\"v\":1,\"op\":\"\xff\xfe\"}", kBadRequest);   // not UTF-8
+  ExpectError("{\"v\":1,\"op\":\"info\"} {}", kBadRequest);   // two values
+  ExpectError("{\"v\":1,\"op\":\"\xff\xfe\"}", kBadRequest);  // not UTF-8
 }
 
 TEST_CASE("ParseRequest checks members and echoes the id in errors", "[control]") {
@@ -170,8 +170,8 @@ TEST_CASE("ParseRequest survives deeply nested input", "[control]") {
   std::string deep(kMaxRequestLine / 2, '[');
   deep.append(kMaxRequestLine / 2, ']');
   ExpectError(deep, kBadRequest);
-  std::string deep_obj = R"({"v":1,"op":"hello","x":)" + std::string(30000, '[') +
-                         std::string(30000, ']') + "}";
+  std::string deep_obj =
+      R"({"v":1,"op":"hello","x":)" + std::string(30000, '[') + std::string(30000, ']') + "}";
   ExpectRequest(deep_obj);
 }
 
@@ -206,9 +206,9 @@ TEST_CASE("ResultOf maps responses back onto Status", "[control]") {
   CHECK(result.is_null());
 
   const Status store_errors[] = {
-      Status::InvalidArgument("m"), Status::NotFound("m"),     Status::AlreadyExists("m"),
-      Status::IOError("m"),         Status::NoSpace("m"),      Status::Corruption("m"),
-      Status::NotSupported("m"),    Status::Busy("m"),         Status::ReadOnly("m"),
+      Status::InvalidArgument("m"), Status::NotFound("m"), Status::AlreadyExists("m"),
+      Status::IOError("m"),         Status::NoSpace("m"),  Status::Corruption("m"),
+      Status::NotSupported("m"),    Status::Busy("m"),     Status::ReadOnly("m"),
       Status::Aborted("m"),
   };
   for (const Status& s : store_errors) {
@@ -297,12 +297,29 @@ TEST_CASE("StoreInfo JSON round trip", "[control]") {
   CHECK(j["newest_time_ns"] == 1795428900123456789);
   CHECK(j["oldest_time"] == FormatTime(info.oldest_time_ns));
   CHECK(ToJson(info, false)["online"] == false);
-  for (const char* member :
-       {"dir", "image", "format_version", "size", "block_size", "created", "created_ns",
-        "oldest_lsn", "newest_lsn", "oldest_time", "newest_time", "oldest_time_ns",
-        "newest_time_ns", "redo_records", "redo_bytes", "undo_records", "undo_bytes",
-        "vmstate_bytes", "checkpoints", "durable_lsn", "writes_refused", "refused_reason",
-        "online"}) {
+  for (const char* member : {"dir",
+                             "image",
+                             "format_version",
+                             "size",
+                             "block_size",
+                             "created",
+                             "created_ns",
+                             "oldest_lsn",
+                             "newest_lsn",
+                             "oldest_time",
+                             "newest_time",
+                             "oldest_time_ns",
+                             "newest_time_ns",
+                             "redo_records",
+                             "redo_bytes",
+                             "undo_records",
+                             "undo_bytes",
+                             "vmstate_bytes",
+                             "checkpoints",
+                             "durable_lsn",
+                             "writes_refused",
+                             "refused_reason",
+                             "online"}) {
     CHECK(j.contains(member));
   }
 

@@ -44,7 +44,8 @@ class FakeStore : public rwd::Store {
   Status Write(uint64_t, uint32_t, const void*, bool) override { return Unused(); }
   Status Zero(uint64_t, uint64_t, bool, bool) override { return Unused(); }
   Status Flush() override { return Unused(); }
-  Status Extents(uint64_t, uint64_t, const std::function<void(uint64_t, uint64_t, bool)>&) override {
+  Status Extents(uint64_t, uint64_t,
+                 const std::function<void(uint64_t, uint64_t, bool)>&) override {
     return Unused();
   }
 
@@ -133,7 +134,8 @@ json Call(const std::string& socket, json request) {
 // A raw connection, to send arbitrary bytes.
 class RawConn {
  public:
-  explicit RawConn(const std::string& path) : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+  explicit RawConn(const std::string& path)
+      : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     REQUIRE(fd_ >= 0);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
