@@ -8,6 +8,7 @@
 #include <rocksdb/file_system.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -208,6 +209,14 @@ Status StoreImpl::OpenDb(bool created) {
   bulk.min_blob_size = 256;
   bulk.blob_file_size = 256ull << 20;
   bulk.compression = rocksdb::kNoCompression;
+  {
+    // Debian's RocksDB is built without hardware CRC32C ("Fast CRC32 supported:
+    // Not supported on x86" in its LOG), so table blocks use XXH3 instead.
+    rocksdb::BlockBasedTableOptions t;
+    t.checksum = rocksdb::kXXH3;
+    t.block_size = 64 << 10;
+    bulk.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  }
   rocksdb::ColumnFamilyOptions small;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfds = {
