@@ -1,0 +1,45 @@
+# rewind: the commands a fresh Debian 12 machine needs.
+#
+#   make demo    install what is missing, build, run scripts/demo.sh
+#   make test    install what is missing, build, run the whole test suite
+#   make bench   install what is missing, build, run bench/run.sh
+#   make build   configure (RelWithDebInfo) and build into build/
+#   make deps    install missing Debian packages (cheap when all are there)
+#   make clean   remove build/ and the demo store
+#
+# The real build system is CMake (CMakeLists.txt); this file only strings the
+# steps together.
+
+BUILD_DIR  ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_JOBS ?= 2
+
+# cmake --build runs make again; without this every step of it would print
+# "Entering directory ...".
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all deps build test demo bench clean
+
+all: build
+
+# No stamp file: install-deps.sh asks dpkg each time and returns at once
+# when every package is installed.
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
+
+demo: build
+	BUILD_DIR=$(BUILD_DIR) scripts/demo.sh
+
+bench: build
+	BUILD_DIR=$(BUILD_DIR) bench/run.sh
+
+clean:
+	rm -rf $(BUILD_DIR) demo-store
