@@ -31,7 +31,12 @@ void StoreImpl::SyncerLoop() {
     }
     l.unlock();
     FaultPoint("flush.before_sync");
-    Status s = FromRocks(db_->SyncWAL(), "journal sync");
+    Status s;
+    {
+      std::lock_guard<std::mutex> w(wal_mu_);
+      s = refused_.load() ? Status::ReadOnly("writes refused")
+                          : FromRocks(db_->SyncWAL(), "journal sync");
+    }
     if (s.ok()) FaultPoint("flush.after_sync");
     l.lock();
     if (!s.ok()) {

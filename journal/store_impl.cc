@@ -273,7 +273,10 @@ Status StoreImpl::Close() {
     if (result.ok() && applied_lsn_.load() > persisted_applied_) {
       result = PersistApplied(applied_lsn_.load());
     }
-    if (result.ok()) result = FromRocks(db_->SyncWAL(), "journal sync");
+    if (result.ok()) {
+      std::lock_guard<std::mutex> w(wal_mu_);
+      if (!refused_.load()) result = FromRocks(db_->SyncWAL(), "journal sync");
+    }
   }
   if (db_) {
     for (auto* cf : cfs_) (void)db_->DestroyColumnFamilyHandle(cf);

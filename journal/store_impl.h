@@ -228,6 +228,12 @@ class StoreImpl final : public Store {
   std::mutex cp_mu_;
   std::map<std::string, uint64_t> checkpoint_names_;     // GUARDED_BY(cp_mu_)
 
+  // Serialises db_->Write with db_->SyncWAL.  After a failed WAL write,
+  // RocksDB must not be asked to sync that WAL (7.8 aborts on an assertion
+  // in WritableFileWriter); under this mutex the failure is recorded in
+  // refused_ before any sync can start.
+  std::mutex wal_mu_;
+
   // Durability and application state.
   std::mutex state_mu_;
   std::condition_variable state_cv_;

@@ -410,9 +410,14 @@ Status StoreImpl::PersistApplied(uint64_t lsn) {
   char buf[8];
   records::PutLE64(buf, lsn);
   rocksdb::WriteOptions wo;
+  std::lock_guard<std::mutex> w(wal_mu_);  // a failed WAL write must refuse before a sync
   Status s = FromRocks(db_->Put(wo, meta_cf_, format::kMetaAppliedLsn, rocksdb::Slice(buf, 8)),
                       "record applied LSN");
-  if (s.ok()) persisted_applied_ = lsn;
+  if (s.ok()) {
+    persisted_applied_ = lsn;
+  } else {
+    Refuse(s);
+  }
   return s;
 }
 

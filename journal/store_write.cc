@@ -186,6 +186,7 @@ void StoreImpl::LeadGroup(std::unique_lock<std::mutex>& l) {
   if (!s.ok()) Refuse(s);
   if (s.ok() && batch.Count() > 0) {
     rocksdb::WriteOptions wo;  // WAL on, not synced: the syncer makes it durable
+    std::lock_guard<std::mutex> w(wal_mu_);
     s = FromRocks(db_->Write(wo, &batch), "journal write");
     if (!s.ok()) Refuse(s);
   }

@@ -44,14 +44,15 @@ namespace rwd::test {
 struct FsFault {
   enum class Kind { kIOError, kNoSpace };
   Kind kind = Kind::kIOError;
-  uint64_t skip = 0;   // let this many matching calls succeed first
-  int64_t times = 1;   // then fail this many; -1: every one from then on
+  uint64_t skip = 0;          // let this many matching calls succeed first
+  int64_t times = 1;          // then fail this many; -1: every one from then on
   std::string path_contains;  // only paths containing this; "" matches all
 };
 
 class FaultInjectionFS : public rocksdb::FileSystemWrapper {
  public:
-  explicit FaultInjectionFS(std::shared_ptr<rocksdb::FileSystem> base = rocksdb::FileSystem::Default());
+  explicit FaultInjectionFS(
+      std::shared_ptr<rocksdb::FileSystem> base = rocksdb::FileSystem::Default());
   ~FaultInjectionFS() override;
 
   static const char* kClassName() { return "RewindFaultInjectionFS"; }
@@ -61,8 +62,9 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
   void SetActive(bool active);
   bool IsActive() const;
   // Cuts every tracked file back to its synced length.  With rng, each
-  // file's unsynced tail is instead kept up to a random length (a prefix
-  // reached the disk before the power went).  Call with the files closed.
+  // file's unsynced tail is instead lost, kept whole or kept up to a random
+  // length (a prefix reached the disk before the power went), a third of
+  // the time each.  Call with the files closed.
   // Returns what went wrong ("" when nothing did).
   std::string DropUnsyncedData(std::mt19937_64* rng = nullptr);
   // Undoes every create, rename and delete not made durable by a fsync of
@@ -135,11 +137,11 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
   // One directory change not yet made durable.
   struct DirOp {
     enum class Kind { kCreate, kDelete, kRename } kind;
-    std::string path;     // kCreate: the new file; kDelete: the deleted file;
-                          // kRename: the target
-    std::string source;   // kRename: the old name
-    std::string parked;   // kDelete, or kRename over an existing file: the
-                          // old content's place in the trash ("" if none)
+    std::string path;    // kCreate: the new file; kDelete: the deleted file;
+                         // kRename: the target
+    std::string source;  // kRename: the old name
+    std::string parked;  // kDelete, or kRename over an existing file: the
+                         // old content's place in the trash ("" if none)
   };
   struct Injector {
     bool armed = false;
@@ -153,20 +155,20 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus Dead(const std::string& what) const;
   std::shared_ptr<FileState> TrackNewLocked(const std::string& path, bool existed);
   std::string ParkLocked(const std::string& path);  // moves a file to the trash
-  void DirSynced(const std::string& dir);
+  void DirSyncedLocked(const std::string& dir);
   rocksdb::IOStatus WrapWritable(const std::string& f, bool existed, uint64_t initial,
                                  std::unique_ptr<rocksdb::FSWritableFile>* r);
 
   mutable std::mutex mu_;
-  bool active_ = true;                                            // GUARDED_BY(mu_)
-  bool forward_syncs_ = false;                                    // GUARDED_BY(mu_)
-  std::map<std::string, std::shared_ptr<FileState>> files_;       // GUARDED_BY(mu_)
-  std::map<std::string, std::vector<DirOp>> dir_ops_;             // GUARDED_BY(mu_)
-  Injector sync_inj_, write_inj_;                                 // GUARDED_BY(mu_)
-  uint64_t injected_ = 0;                                         // GUARDED_BY(mu_)
-  uint64_t syncs_ = 0, dir_syncs_ = 0;                            // GUARDED_BY(mu_)
-  uint64_t park_seq_ = 0;                                         // GUARDED_BY(mu_)
-  std::string trash_;  // created on first use
+  bool active_ = true;                                       // GUARDED_BY(mu_)
+  bool forward_syncs_ = false;                               // GUARDED_BY(mu_)
+  std::map<std::string, std::shared_ptr<FileState>> files_;  // GUARDED_BY(mu_)
+  std::map<std::string, std::vector<DirOp>> dir_ops_;        // GUARDED_BY(mu_)
+  Injector sync_inj_, write_inj_;                            // GUARDED_BY(mu_)
+  uint64_t injected_ = 0;                                    // GUARDED_BY(mu_)
+  uint64_t syncs_ = 0, dir_syncs_ = 0;                       // GUARDED_BY(mu_)
+  uint64_t park_seq_ = 0;                                    // GUARDED_BY(mu_)
+  std::string trash_;                                        // created on first use
 };
 
 // The directory part of a path ("/a/b/c" -> "/a/b"), without trailing '/'.
