@@ -230,36 +230,47 @@ int RunDump() {
 // refuses writes), never abort the process.  The scenarios hold one thread
 // at a fault point while the other meets the injected error.
 
-// Blocks the first pass of `point` after Arm() until Release().
+// Blocks the first pass of `point` after Arm() until Release().  The hook
+// shares its state, so a background thread that passes the point after the
+// Gate is gone (the syncer loops) touches live memory; the destructor
+// uninstalls the hook.
 class Gate {
  public:
-  explicit Gate(std::string point) : point_(std::move(point)) {}
+  explicit Gate(std::string point) : st_(std::make_shared<State>()) {
+    st_->point = std::move(point);
+  }
+  ~Gate() { rwd::SetFaultHook(nullptr); }
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
   void Install() {
-    rwd::SetFaultHook([this](std::string_view p) {
-      if (p != point_ || !armed_.exchange(false)) return;
-      std::unique_lock<std::mutex> l(mu_);
-      reached_ = true;
-      cv_.notify_all();
-      cv_.wait_for(l, std::chrono::seconds(10), [&] { return released_; });
+    rwd::SetFaultHook([st = st_](std::string_view p) {
+      if (p != st->point || !st->armed.exchange(false)) return;
+      std::unique_lock<std::mutex> l(st->mu);
+      st->reached = true;
+      st->cv.notify_all();
+      st->cv.wait_for(l, std::chrono::seconds(10), [&] { return st->released; });
     });
   }
-  void Arm() { armed_ = true; }
+  void Arm() { st_->armed = true; }
   bool WaitReached() {
-    std::unique_lock<std::mutex> l(mu_);
-    return cv_.wait_for(l, std::chrono::seconds(10), [&] { return reached_; });
+    std::unique_lock<std::mutex> l(st_->mu);
+    return st_->cv.wait_for(l, std::chrono::seconds(10), [&] { return st_->reached; });
   }
   void Release() {
-    std::lock_guard<std::mutex> l(mu_);
-    released_ = true;
-    cv_.notify_all();
+    std::lock_guard<std::mutex> l(st_->mu);
+    st_->released = true;
+    st_->cv.notify_all();
   }
 
  private:
-  const std::string point_;
-  std::atomic<bool> armed_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool reached_ = false, released_ = false;
+  struct State {
+    std::string point;
+    std::atomic<bool> armed{false};
+    std::mutex mu;
+    std::condition_variable cv;
+    bool reached = false, released = false;
+  };
+  std::shared_ptr<State> st_;
 };
 
 int Fail(const std::string& why) {
