@@ -1,5 +1,4 @@
-// Background work: the syncer (group commit of the WAL) and the applier
-// (carrying durable records into the live image, in LSN order).
+// The applier: carries durable records into the live image, in LSN order.
 #include "records.h"
 #include "store_impl.h"
 
@@ -15,39 +14,6 @@ constexpr size_t kMaxOpsPerRound = 4096;
 constexpr uint64_t kImageSyncBytes = 256ull << 20;
 constexpr auto kImageSyncInterval = std::chrono::seconds(1);
 }  // namespace
-
-void StoreImpl::SyncerLoop() {
-  const auto interval = std::chrono::microseconds(options_.sync_interval_us);
-  std::unique_lock<std::mutex> l(state_mu_);
-  for (;;) {
-    state_cv_.wait_for(l, interval, [&] {
-      return stopping_ || refused_.load() || sync_wanted_ > durable_seq_.load();
-    });
-    if (refused_.load()) return;
-    const uint64_t target = committed_seq_.load(std::memory_order_acquire);
-    if (target <= durable_seq_.load()) {
-      if (stopping_) return;
-      continue;
-    }
-    l.unlock();
-    FaultPoint("flush.before_sync");
-    Status s;
-    {
-      std::lock_guard<std::mutex> w(wal_mu_);
-      s = refused_.load() ? Status::ReadOnly("writes refused")
-                          : FromRocks(db_->SyncWAL(), "journal sync");
-    }
-    if (s.ok()) FaultPoint("flush.after_sync");
-    l.lock();
-    if (!s.ok()) {
-      l.unlock();
-      Refuse(s);
-      return;
-    }
-    durable_seq_.store(target, std::memory_order_release);
-    state_cv_.notify_all();
-  }
-}
 
 void StoreImpl::ApplierLoop() {
   uint64_t bytes_since_sync = 0;
@@ -73,7 +39,7 @@ void StoreImpl::ApplierLoop() {
     l.unlock();
     uint64_t bytes = 0;
     for (const ApplyOp& op : ops) {
-      if (op.kind == CommitRequest::Kind::kWrite) bytes += op.length;
+      if (op.kind == OpKind::kWrite) bytes += op.length;
     }
     Status s = idle ? Status::Ok() : ApplyOps(ops);
     if (!s.ok()) {
@@ -86,7 +52,7 @@ void StoreImpl::ApplierLoop() {
       std::lock_guard<std::mutex> g(state_mu_);
       applied_lsn_.store(applied);
       if (covered > applied_seq_.load()) applied_seq_.store(covered, std::memory_order_release);
-      pending_bytes_ -= bytes;
+      pending_bytes_.fetch_sub(bytes);
       state_cv_.notify_all();
     }
     auto now = std::chrono::steady_clock::now();
@@ -113,10 +79,10 @@ void StoreImpl::ApplierLoop() {
 Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
   size_t begin = 0;
   for (size_t i = 0; i < ops.size(); i++) {
-    if (ops[i].kind == CommitRequest::Kind::kWrite) continue;
+    if (ops[i].kind == OpKind::kWrite) continue;
     Status s = ApplyWrites(ops, begin, i);  // writes before the zero first
     if (!s.ok()) return s;
-    s = image_->Zero(ops[i].offset, ops[i].length, ops[i].kind == CommitRequest::Kind::kTrim);
+    s = image_->Zero(ops[i].offset, ops[i].length, ops[i].kind == OpKind::kTrim);
     if (!s.ok()) return s;
     begin = i + 1;
   }
@@ -167,7 +133,12 @@ void StoreImpl::StopThreads() {
     stopping_ = true;
     state_cv_.notify_all();
   }
-  if (syncer_.joinable()) syncer_.join();
+  {
+    std::lock_guard<std::mutex> q(seq_mu_);
+    committer_stop_ = true;
+  }
+  committer_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
   if (applier_.joinable()) applier_.join();
 }
 

@@ -68,9 +68,11 @@ void SetFaultHook(std::function<void(std::string_view)> h) {
 const std::vector<std::string_view>& AllFaultPoints() {
   static const std::vector<std::string_view> points = {
       "write.before_commit",      // a write's records are built, nothing journaled
+      "write.before_vlog",        // payloads built, not yet in the payload log
       "write.after_commit",       // journaled (not synced), not yet acknowledged
       "write.before_ack",         // visible in the overlay, about to return
       "flush.before_sync",        // a flush is about to sync the journal
+      "flush.after_vlog_sync",    // payloads synced, RocksDB's WAL not yet
       "flush.after_sync",         // the journal is synced, flush not yet acknowledged
       "apply.before_image_write", // durable records are about to reach the image
       "apply.after_image_write",  // the image holds them, not yet synced

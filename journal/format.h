@@ -8,13 +8,16 @@
 
 namespace rwd::format {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// 1: payloads inside RocksDB values (never released).
+// 2: payloads in the vlog; RocksDB records point at them.
+inline constexpr uint32_t kFormatVersion = 2;
 
 // Files inside the store directory.
 inline constexpr const char* kMetaFileName = "rewind.meta";
 inline constexpr const char* kJournalDirName = "journal";
 inline constexpr const char* kImageFileName = "image.raw";
 inline constexpr const char* kControlSocketName = "control.sock";
+inline constexpr const char* kVlogDirName = "vlog";  // payload segments (journal/vlog.h)
 
 // RocksDB column families.
 inline constexpr const char* kMetaCF = "default";
@@ -35,31 +38,38 @@ inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
 // Prefix of the per-epoch before-image byte counters (merge: u64 add).
 inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
 
-// Redo record: key = LSN (u64 big-endian); value = header + payload.
-enum class RedoType : uint8_t { kWrite = 1, kZero = 2, kTrim = 3 };
-inline constexpr uint8_t kRedoFlagFua = 1;
-inline constexpr size_t kRedoKeySize = 8;
-inline constexpr size_t kRedoHeaderSize = 40;
-// Header layout (little-endian):
+// Redo record: key = LSN (u64 big-endian); value (little-endian):
 //   0  u8  type           1  u8 flags       2 u16 reserved (0)
 //   4  u32 disk (0 until multi-disk stores)
 //   8  u64 offset        16  u64 length
-//  24  i64 time_ns       32  u64 checksum
-// checksum = XXH3_64bits(key || header[0..32) || payload).
-inline constexpr size_t kRedoChecksumOffset = 32;
+//  24  i64 time_ns
+//  32  u32 vlog segment of the payload (0: none, for zero and trim)
+//  36  u32 reserved (0)
+//  40  u64 vlog offset of the payload's vlog record
+//  48  u64 payload hash = XXH3_64bits(payload) (0 without payload)
+//  56  u64 checksum = XXH3_64bits(key || value[0..56))
+enum class RedoType : uint8_t { kWrite = 1, kZero = 2, kTrim = 3 };
+inline constexpr uint8_t kRedoFlagFua = 1;
+inline constexpr size_t kRedoKeySize = 8;
+inline constexpr size_t kRedoValueSize = 64;
+inline constexpr size_t kRedoChecksumOffset = 56;
 
 // Undo record (a recovery block's before-image):
 //   key = epoch (u64 BE) || disk (u32 BE) || block index (u64 BE)
 // epoch is the id of the newest checkpoint when the block was first
 // overwritten after it (0: before any checkpoint).
-// value header (little-endian):
+// value (little-endian):
 //   0  u8  kind (1 data, 2 zeros: no payload)   1 u8[3] reserved
 //   4  u32 length of the block in bytes (the last block may be short)
 //   8  u64 lsn of the write that first overwrote the block in this epoch
-//  16  u64 checksum = XXH3_64bits(key || header[0..16) || payload)
+//  16  u32 vlog segment of the payload (0 for kZeros)   20 u32 reserved
+//  24  u64 vlog offset of the payload's vlog record
+//  32  u64 payload hash = XXH3_64bits(payload) (0 for kZeros)
+//  40  u64 checksum = XXH3_64bits(key || value[0..40))
 enum class UndoKind : uint8_t { kData = 1, kZeros = 2 };
 inline constexpr size_t kUndoKeySize = 20;
-inline constexpr size_t kUndoHeaderSize = 24;
+inline constexpr size_t kUndoValueSize = 48;
+inline constexpr size_t kUndoChecksumOffset = 40;
 
 // Checkpoint record: key = checkpoint id (u64 BE, from 1).
 //   0  u8  kind (1 disk, 2 vm)   1 u8 flags (bit 0 pinned)   2 u16 name length
@@ -72,8 +82,8 @@ inline constexpr uint8_t kCheckpointFlagPinned = 1;
 inline constexpr size_t kCheckpointFixedSize = 24;
 inline constexpr size_t kMaxCheckpointName = 128;
 
-static_assert(kRedoHeaderSize == kRedoChecksumOffset + 8);
+static_assert(kRedoValueSize == kRedoChecksumOffset + 8);
 static_assert(kUndoKeySize == 8 + 4 + 8);
-static_assert(kUndoHeaderSize == 16 + 8);
+static_assert(kUndoValueSize == kUndoChecksumOffset + 8);
 
 }  // namespace rwd::format

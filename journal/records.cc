@@ -78,42 +78,53 @@ Status ParseRedoKey(std::string_view key, uint64_t* lsn) {
   return Status::Ok();
 }
 
-void EncodeRedoHeader(uint64_t lsn, const RedoHeader& h, std::string_view payload, char* out) {
-  std::memset(out, 0, format::kRedoHeaderSize);
+uint64_t PayloadHash(std::string_view payload) { return XXH3_64bits(payload.data(), payload.size()); }
+
+Status CheckPayload(const PayloadRef& ref, std::string_view payload, const std::string& what) {
+  if (PayloadHash(payload) != ref.hash) return Status::Corruption(what + ": payload fails its hash");
+  return Status::Ok();
+}
+
+void EncodeRedo(uint64_t lsn, const RedoHeader& h, char* out) {
+  std::memset(out, 0, format::kRedoValueSize);
   out[0] = static_cast<char>(h.type);
   out[1] = static_cast<char>(h.flags);
   PutLE32(out + 4, h.disk);
   PutLE64(out + 8, h.offset);
   PutLE64(out + 16, h.length);
   PutLE64(out + 24, static_cast<uint64_t>(h.time_ns));
+  PutLE32(out + 32, h.payload.segment);
+  PutLE64(out + 40, h.payload.offset);
+  PutLE64(out + 48, h.payload.hash);
   std::string key = RedoKey(lsn);
-  uint64_t sum = Checksum(key, std::string_view(out, format::kRedoChecksumOffset), payload);
-  PutLE64(out + format::kRedoChecksumOffset, sum);
+  PutLE64(out + format::kRedoChecksumOffset,
+          Checksum(key, std::string_view(out, format::kRedoChecksumOffset)));
 }
 
-Status DecodeRedo(uint64_t lsn, std::string_view value, RedoHeader* h, std::string_view* payload) {
-  if (value.size() < format::kRedoHeaderSize) {
-    return Status::Corruption("redo record " + std::to_string(lsn) + " is truncated");
-  }
+Status DecodeRedo(uint64_t lsn, std::string_view value, RedoHeader* h) {
+  const std::string what = "redo record " + std::to_string(lsn);
+  if (value.size() != format::kRedoValueSize) return Status::Corruption(what + " has a bad length");
   const char* p = value.data();
-  uint8_t type = static_cast<uint8_t>(p[0]);
-  if (type < 1 || type > 3) {
-    return Status::Corruption("redo record " + std::to_string(lsn) + " has an unknown type");
+  std::string key = RedoKey(lsn);
+  if (Checksum(key, value.substr(0, format::kRedoChecksumOffset)) !=
+      GetLE64(p + format::kRedoChecksumOffset)) {
+    return Status::Corruption(what + " fails its checksum");
   }
+  uint8_t type = static_cast<uint8_t>(p[0]);
+  if (type < 1 || type > 3) return Status::Corruption(what + " has an unknown type");
   h->type = static_cast<format::RedoType>(type);
   h->flags = static_cast<uint8_t>(p[1]);
   h->disk = GetLE32(p + 4);
   h->offset = GetLE64(p + 8);
   h->length = GetLE64(p + 16);
   h->time_ns = static_cast<int64_t>(GetLE64(p + 24));
-  *payload = value.substr(format::kRedoHeaderSize);
-  if (h->type == format::RedoType::kWrite ? payload->size() != h->length : !payload->empty()) {
-    return Status::Corruption("redo record " + std::to_string(lsn) + " has a bad length");
-  }
-  std::string key = RedoKey(lsn);
-  uint64_t want = GetLE64(p + format::kRedoChecksumOffset);
-  if (Checksum(key, value.substr(0, format::kRedoChecksumOffset), *payload) != want) {
-    return Status::Corruption("redo record " + std::to_string(lsn) + " fails its checksum");
+  h->payload.segment = GetLE32(p + 32);
+  h->payload.offset = GetLE64(p + 40);
+  h->payload.hash = GetLE64(p + 48);
+  bool has_payload = h->payload.segment != 0;
+  if (has_payload != (h->type == format::RedoType::kWrite) ||
+      (h->type == format::RedoType::kWrite && (h->length == 0 || h->length > (64u << 20)))) {
+    return Status::Corruption(what + " is inconsistent");
   }
   return Status::Ok();
 }
@@ -134,32 +145,38 @@ Status ParseUndoKey(std::string_view key, uint64_t* epoch, uint32_t* disk, uint6
   return Status::Ok();
 }
 
-std::string EncodeUndo(std::string_view key, const UndoHeader& h, std::string_view payload) {
-  std::string v(format::kUndoHeaderSize, '\0');
+std::string EncodeUndo(std::string_view key, const UndoHeader& h) {
+  std::string v(format::kUndoValueSize, '\0');
   v[0] = static_cast<char>(h.kind);
   PutLE32(v.data() + 4, h.length);
   PutLE64(v.data() + 8, h.lsn);
-  if (h.kind == format::UndoKind::kZeros) payload = {};
-  uint64_t sum = Checksum(key, std::string_view(v.data(), 16), payload);
-  PutLE64(v.data() + 16, sum);
-  v.append(payload);
+  if (h.kind == format::UndoKind::kData) {
+    PutLE32(v.data() + 16, h.payload.segment);
+    PutLE64(v.data() + 24, h.payload.offset);
+    PutLE64(v.data() + 32, h.payload.hash);
+  }
+  PutLE64(v.data() + format::kUndoChecksumOffset,
+          Checksum(key, std::string_view(v.data(), format::kUndoChecksumOffset)));
   return v;
 }
 
-Status DecodeUndo(std::string_view key, std::string_view value, UndoHeader* h,
-                  std::string_view* payload) {
-  if (value.size() < format::kUndoHeaderSize) return Status::Corruption("undo record truncated");
+Status DecodeUndo(std::string_view key, std::string_view value, UndoHeader* h) {
+  if (value.size() != format::kUndoValueSize) return Status::Corruption("undo record of bad length");
   const char* p = value.data();
+  if (Checksum(key, value.substr(0, format::kUndoChecksumOffset)) !=
+      GetLE64(p + format::kUndoChecksumOffset)) {
+    return Status::Corruption("undo record fails its checksum");
+  }
   uint8_t kind = static_cast<uint8_t>(p[0]);
   if (kind != 1 && kind != 2) return Status::Corruption("undo record of unknown kind");
   h->kind = static_cast<format::UndoKind>(kind);
   h->length = GetLE32(p + 4);
   h->lsn = GetLE64(p + 8);
-  *payload = value.substr(format::kUndoHeaderSize);
-  size_t want_len = h->kind == format::UndoKind::kData ? h->length : 0;
-  if (payload->size() != want_len) return Status::Corruption("undo record of bad length");
-  if (Checksum(key, value.substr(0, 16), *payload) != GetLE64(p + 16)) {
-    return Status::Corruption("undo record fails its checksum");
+  h->payload.segment = GetLE32(p + 16);
+  h->payload.offset = GetLE64(p + 24);
+  h->payload.hash = GetLE64(p + 32);
+  if ((h->kind == format::UndoKind::kData) != (h->payload.segment != 0)) {
+    return Status::Corruption("undo record is inconsistent");
   }
   return Status::Ok();
 }

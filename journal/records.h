@@ -21,6 +21,17 @@ uint32_t GetLE32(const char* p);
 std::string RedoKey(uint64_t lsn);
 [[nodiscard]] Status ParseRedoKey(std::string_view key, uint64_t* lsn);
 
+// Where a record's payload lives in the vlog (segment 0: no payload).
+struct PayloadRef {
+  uint32_t segment = 0;
+  uint64_t offset = 0;
+  uint64_t hash = 0;  // XXH3_64bits of the payload
+};
+uint64_t PayloadHash(std::string_view payload);
+// Checks a payload read from the vlog against the record's hash.
+[[nodiscard]] Status CheckPayload(const PayloadRef& ref, std::string_view payload,
+                                  const std::string& what);
+
 struct RedoHeader {
   format::RedoType type = format::RedoType::kWrite;
   uint8_t flags = 0;
@@ -28,12 +39,12 @@ struct RedoHeader {
   uint64_t offset = 0;
   uint64_t length = 0;
   int64_t time_ns = 0;
+  PayloadRef payload;  // kWrite only
 };
-// Fills header[kRedoHeaderSize] including the checksum over key and payload.
-void EncodeRedoHeader(uint64_t lsn, const RedoHeader& h, std::string_view payload, char* out);
-// Decodes and verifies a redo value; payload points into value.
-[[nodiscard]] Status DecodeRedo(uint64_t lsn, std::string_view value, RedoHeader* h,
-                                std::string_view* payload);
+// Fills out[kRedoValueSize] including the checksum.
+void EncodeRedo(uint64_t lsn, const RedoHeader& h, char* out);
+// Decodes and verifies a redo value (the payload is checked when read).
+[[nodiscard]] Status DecodeRedo(uint64_t lsn, std::string_view value, RedoHeader* h);
 
 std::string UndoKey(uint64_t epoch, uint32_t disk, uint64_t block);
 [[nodiscard]] Status ParseUndoKey(std::string_view key, uint64_t* epoch, uint32_t* disk,
@@ -42,11 +53,10 @@ struct UndoHeader {
   format::UndoKind kind = format::UndoKind::kData;
   uint32_t length = 0;
   uint64_t lsn = 0;
+  PayloadRef payload;  // kData only
 };
-// Builds the whole undo value (header + payload; no payload for kZeros).
-std::string EncodeUndo(std::string_view key, const UndoHeader& h, std::string_view payload);
-[[nodiscard]] Status DecodeUndo(std::string_view key, std::string_view value, UndoHeader* h,
-                                std::string_view* payload);
+std::string EncodeUndo(std::string_view key, const UndoHeader& h);
+[[nodiscard]] Status DecodeUndo(std::string_view key, std::string_view value, UndoHeader* h);
 
 std::string CheckpointKey(uint64_t id);
 struct CheckpointRecord {

@@ -172,7 +172,12 @@ Status StoreImpl::Extents(uint64_t offset, uint64_t len,
   }
   // Let the image catch up with every write that returned before this call,
   // so that its holes are the disk's holes.
-  Status s = WaitApplied(committed_seq_.load(std::memory_order_acquire));
+  uint64_t seq;
+  {
+    std::lock_guard<std::mutex> q(seq_mu_);
+    seq = next_seq_;
+  }
+  Status s = WaitApplied(seq);
   if (!s.ok() && !refused_.load()) return s;
   if (refused_.load()) {  // the image may lag: report all data, which is safe
     fn(offset, len, true);
@@ -183,6 +188,7 @@ Status StoreImpl::Extents(uint64_t offset, uint64_t len,
 
 Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out) {
   out->clear();
+  (void)WaitCommitted();  // before-image counters of acknowledged writes included
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     records::CheckpointRecord r;
@@ -207,6 +213,7 @@ Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out) {
 
 Status StoreImpl::GetInfo(StoreInfo* out) {
   *out = StoreInfo{};
+  (void)WaitCommitted();  // every acknowledged write counted
   out->dir = options_.dir;
   out->image_path = meta_.image;
   out->format_version = meta_.format_version;
@@ -219,9 +226,7 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
     Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), lsn);
     if (!s.ok()) return s;
     records::RedoHeader h;
-    std::string_view payload;
-    s = records::DecodeRedo(*lsn, std::string_view(it->value().data(), it->value().size()), &h,
-                            &payload);
+    s = records::DecodeRedo(*lsn, std::string_view(it->value().data(), it->value().size()), &h);
     if (!s.ok()) return s;
     *time = h.time_ns;
     return Status::Ok();
@@ -243,8 +248,19 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
     }
     return total;
   };
-  out->redo_bytes = space(redo_cf_);
-  out->undo_bytes = space(undo_cf_);
+  // Before-images are counted per epoch as they are journaled (record and
+  // payload); the rest of the payload log is redo.
+  uint64_t undo_total = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> m(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+    const std::string prefix = format::kMetaUndoBytesPrefix;
+    for (m->Seek(prefix); m->Valid() && m->key().starts_with(prefix); m->Next()) {
+      if (m->value().size() == 8) undo_total += records::GetLE64(m->value().data());
+    }
+  }
+  const uint64_t vlog_bytes = vlog_->Bytes();
+  out->undo_bytes = undo_total;
+  out->redo_bytes = space(redo_cf_) + (vlog_bytes > undo_total ? vlog_bytes - undo_total : 0);
   uint64_t keys = 0;
   if (db_->GetIntProperty(undo_cf_, "rocksdb.estimate-num-keys", &keys)) out->undo_records = keys;
   {
@@ -264,8 +280,13 @@ Status StoreImpl::Close() {
   if (closed_) return Status::Ok();
   closed_ = true;
   Status result;
-  if (syncer_.joinable() && !refused_.load()) {
-    result = WaitApplied(committed_seq_.load());
+  if (committer_.joinable() && !refused_.load()) {
+    uint64_t seq;
+    {
+      std::lock_guard<std::mutex> q(seq_mu_);
+      seq = next_seq_;
+    }
+    result = WaitApplied(seq);
   }
   StopThreads();
   if (db_ && result.ok() && !refused_.load() && image_) {

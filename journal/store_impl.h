@@ -5,29 +5,36 @@
 //  * Write path.  A write locks its page range (RangeLock), builds the new
 //    pages (read-modify-write at unaligned edges) and reads the before-image
 //    of every recovery block it touches for the first time since the last
-//    checkpoint.  It then joins the commit queue.  The queue's leader gives
-//    the queued requests consecutive LSNs, puts their redo and undo records
-//    into one RocksDB WriteBatch (WAL on, not synced) and publishes the new
-//    pages in the Overlay.  The write is then acknowledged: later reads see
-//    it through the overlay.
+//    checkpoint.  It is then sequenced (under seq_mu_, briefly): it gets its
+//    LSN, the blocks it is first to overwrite in the epoch get their stamps,
+//    its pages go into the Overlay (later reads see them) and it joins the
+//    journal queue.  A plain write is acknowledged right then, like a write
+//    into a page cache: a flush or FUA waits until it is durable.
+//  * Journaling.  The committer thread takes the whole queue at a time,
+//    appends its payloads to the vlog with one write and its records to
+//    RocksDB with one WriteBatch (WAL on, not synced).  It syncs the vlog and
+//    then the WAL when a flush or FUA write asks for it (one sync serves
+//    every waiter) and at least every sync_interval_us while unsynced
+//    records exist.  A failed append or sync refuses all later writes and
+//    fails every waiting flush: nothing is acknowledged as durable that is
+//    not.
 //  * Write-ahead order.  The live image is written only by the applier, and
-//    only with records that are already durable in the WAL (LSN <= durable
-//    LSN).  So a before-image is on stable storage before its block is
-//    overwritten, and the image never holds a write the journal lacks.
-//  * Group commit.  The syncer thread syncs the WAL when a flush or FUA write
-//    asks for it (one sync serves every waiter) and at least every
-//    sync_interval_us while unsynced records exist.
+//    only with records that are already durable.  So a before-image is on
+//    stable storage before its block is overwritten, and the image never
+//    holds a write the journal lacks.
 //  * Recovery.  applied_lsn (in the meta column family) says which records
 //    are in the image and synced there; Open replays the rest into the
 //    image, syncs it and advances applied_lsn.  Replaying is idempotent.
-//  * Checkpoints.  A checkpoint is one small record put through the commit
-//    queue in a group of its own, so it orders exactly between writes; it
-//    starts a new epoch, and the per-block "saved in epoch" stamps make the
-//    next write of every block capture a before-image again.  O(1).
+//  * Checkpoints.  A checkpoint is sequenced like a write, so it orders
+//    exactly between writes; it starts a new epoch, and the per-block "saved
+//    in epoch" stamps make the next write of every block capture a
+//    before-image again.  O(1).
 #pragma once
 
 #include "format.h"
+#include "records.h"
 #include "meta_file.h"
+#include "vlog.h"
 
 #include <rewind/journal/store.h>
 
@@ -36,6 +43,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -107,37 +115,43 @@ class Overlay {
   std::atomic<uint64_t> count_{0};
 };
 
-// One request in the commit queue.
-struct CommitRequest {
+// A before-image on its way into the journal.
+struct UndoEntry {
+  uint64_t block = 0;
+  records::UndoHeader h;
+  std::string content;  // empty for kZeros
+  VlogRef ref;
+};
+
+// One entry of the journal queue: sequenced (LSN, epoch, before-images,
+// visible to reads) and waiting for the committer to journal it.
+struct JournalOp {
   enum class Kind { kWrite, kZero, kTrim, kCheckpoint } kind = Kind::kWrite;
+  uint64_t seq = 0;    // order of sequencing; durability is tracked by it
+  uint64_t lsn = 0;    // kCheckpoint: the LSN it covers (no LSN of its own)
+  uint64_t epoch = 0;  // the epoch the operation belongs to
+  int64_t time_ns = 0;
   uint64_t offset = 0;
   uint64_t length = 0;
-  const char* payload = nullptr;  // the bytes written (kWrite)
   bool fua = false;
-  // kWrite: the new content of pages [first_page, first_page + npages).
+  // kWrite: the new content of pages [first_page, first_page + npages);
+  // the bytes written start head bytes into it.
   uint64_t first_page = 0;
   uint64_t npages = 0;
+  uint32_t head = 0;
   std::shared_ptr<char> pages;
-  // Before-images read before joining the queue, valid if read_epoch is
-  // still the epoch when the leader commits.
-  uint64_t read_epoch = 0;
-  std::map<uint64_t, std::string> before;  // block -> content
+  std::vector<UndoEntry> undo;
   // kCheckpoint
+  uint64_t checkpoint_id = 0;
   std::string name;
-  CheckpointInfo* checkpoint_out = nullptr;
-  // Filled by the leader.
-  uint64_t lsn = 0;
-  uint64_t seq = 0;  // commit group sequence: durability is tracked by it
-  bool done = false;
-  Status status;
-  std::condition_variable cv;
 };
+using OpKind = JournalOp::Kind;
 
 // An operation the applier must carry into the image, in LSN order.
 struct ApplyOp {
   uint64_t lsn = 0;
   uint64_t seq = 0;
-  CommitRequest::Kind kind = CommitRequest::Kind::kWrite;
+  OpKind kind = OpKind::kWrite;
   uint64_t offset = 0;  // kWrite: first_page * page_size
   uint64_t length = 0;
   uint64_t first_page = 0;
@@ -178,21 +192,29 @@ class StoreImpl final : public Store {
   // store_write.cc
   Status CheckWritable() const;
   Status ReadLogical(uint64_t offset, uint64_t len, char* out);
-  Status ReadBefore(uint64_t first_block, uint64_t last_block, CommitRequest* req);
-  Status Commit(CommitRequest* req);
-  void LeadGroup(std::unique_lock<std::mutex>& l);
-  Status BuildBatch(const std::vector<CommitRequest*>& group, rocksdb::WriteBatch* batch);
-  Status AddUndo(CommitRequest* r, rocksdb::WriteBatch* batch);
-  Status AddCheckpoint(CommitRequest* r, rocksdb::WriteBatch* batch);
-  void Publish(const std::vector<CommitRequest*>& group);
+  // Reads the content of every block in [first, last] not yet saved in
+  // epoch (the caller holds the range lock of the pages it writes).
+  Status ReadBefore(uint64_t first, uint64_t last, uint64_t epoch,
+                    std::map<uint64_t, std::string>* out);
+  // Gives op its seq, LSN and epoch, keeps the before-images of the blocks
+  // it is the first to overwrite in the epoch, makes a write visible to
+  // reads and queues op for the committer.  Returns op's seq.
+  Status Sequence(JournalOp&& op, std::map<uint64_t, std::string>* before, uint64_t read_epoch,
+                  uint64_t* seq, CheckpointInfo* cp_out = nullptr);
   Status ZeroChunk(uint64_t offset, uint64_t len, bool trim);
   Status WaitDurable(uint64_t seq);
   Status WaitApplied(uint64_t seq);
-  Status WaitForRoom();
+  // Waits until everything sequenced so far is in RocksDB (not synced).
+  Status WaitCommitted();
+  Status WaitForRoom(uint64_t bytes);
   void Refuse(const Status& why);
 
+  // committer.cc
+  void CommitterLoop();
+  Status CommitOps(std::vector<JournalOp>& ops);
+  Status SyncJournal();
+
   // applier.cc
-  void SyncerLoop();
   void ApplierLoop();
   Status ApplyOps(std::vector<ApplyOp>& ops);
   Status ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end);
@@ -209,6 +231,7 @@ class StoreImpl final : public Store {
   std::unique_ptr<ImageFile> image_;
   std::unique_ptr<rocksdb::Env> env_;  // wraps options_.fs when given
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<Vlog> vlog_;  // payloads; synced before the WAL
   std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* redo_cf_ = nullptr;
@@ -219,14 +242,19 @@ class StoreImpl final : public Store {
   EpochStamps stamps_;
   Overlay overlay_;
 
-  // Commit queue (leader/follower group commit, after LevelDB's writers_).
-  std::mutex commit_mu_;
-  std::deque<CommitRequest*> queue_;                     // GUARDED_BY(commit_mu_)
-  std::atomic<uint64_t> last_lsn_{0};                    // highest LSN given out
-  std::atomic<uint64_t> epoch_{0};                       // newest checkpoint id
-  uint64_t next_checkpoint_id_ = 1;                      // leader only
+  // The sequencer: everything that orders operations happens under seq_mu_
+  // (LSNs, seqs, epochs and stamps, overlay publication, the queue).
+  std::mutex seq_mu_;
+  std::condition_variable committer_cv_;                  // on seq_mu_
+  std::vector<JournalOp> journal_queue_;                  // GUARDED_BY(seq_mu_)
+  uint64_t next_seq_ = 0;                                 // GUARDED_BY(seq_mu_)
+  uint64_t sync_wanted_ = 0;                              // GUARDED_BY(seq_mu_)
+  bool committer_stop_ = false;                           // GUARDED_BY(seq_mu_)
+  std::atomic<uint64_t> last_lsn_{0};                     // highest LSN given out
+  std::atomic<uint64_t> epoch_{0};                        // newest checkpoint id
+  uint64_t next_checkpoint_id_ = 1;                       // GUARDED_BY(seq_mu_)
   std::mutex cp_mu_;
-  std::map<std::string, uint64_t> checkpoint_names_;     // GUARDED_BY(cp_mu_)
+  std::map<std::string, uint64_t> checkpoint_names_;      // GUARDED_BY(cp_mu_)
 
   // Serialises db_->Write with db_->SyncWAL.  After a failed WAL write,
   // RocksDB must not be asked to sync that WAL (7.8 aborts on an assertion
@@ -234,24 +262,23 @@ class StoreImpl final : public Store {
   // refused_ before any sync can start.
   std::mutex wal_mu_;
 
-  // Durability and application state.
+  // Durability and application state.  Every JournalOp has a seq; an op is
+  // in RocksDB once committed_seq_ reaches its seq and synced once
+  // durable_seq_ does.
   std::mutex state_mu_;
   std::condition_variable state_cv_;
-  // Commit groups are numbered by seq; a group's records are in the WAL
-  // once committed_seq_ reaches it and synced once durable_seq_ does.
-  uint64_t next_seq_ = 0;                    // GUARDED_BY(commit_mu_)
   std::atomic<uint64_t> committed_seq_{0};
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<uint64_t> applied_seq_{0};     // every op of groups <= this is in the image
   std::atomic<uint64_t> applied_lsn_{0};     // every LSN <= this is in the image
-  uint64_t sync_wanted_ = 0;                 // GUARDED_BY(state_mu_)
   std::deque<ApplyOp> apply_queue_;          // GUARDED_BY(state_mu_)
-  uint64_t pending_bytes_ = 0;               // GUARDED_BY(state_mu_)
+  std::atomic<uint64_t> pending_bytes_{0};   // sequenced write bytes not yet in the image
   uint64_t persisted_applied_ = 0;           // applier thread only
+  uint64_t recovery_cut_records_ = 0;        // redo records dropped by the last Open
   bool stopping_ = false;                    // GUARDED_BY(state_mu_)
   std::atomic<bool> refused_{false};
   std::string refused_reason_;               // GUARDED_BY(state_mu_)
-  std::thread syncer_;
+  std::thread committer_;
   std::thread applier_;
   bool closed_ = false;
 };

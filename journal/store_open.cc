@@ -60,9 +60,10 @@ Status CheckNewStore(const StoreOptions& o, uint64_t* size) {
   // when our own creation marker says a creation of ours left them.
   std::error_code ec;
   bool leftovers = fs::exists(fs::path(o.dir) / format::kJournalDirName, ec) ||
+                   fs::exists(fs::path(o.dir) / format::kVlogDirName, ec) ||
                    (o.image.empty() && fs::exists(fs::path(o.dir) / format::kImageFileName, ec));
   if (leftovers && !fs::exists(CreatingMarker(o.dir), ec)) {
-    return Status::InvalidArgument(o.dir + " holds a journal/ or image.raw but no " +
+    return Status::InvalidArgument(o.dir + " holds a journal/, vlog/ or image.raw but no " +
                                    format::kMetaFileName +
                                    ": it is not a rewind store, and rewind will not overwrite it");
   }
@@ -147,6 +148,7 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
     // start over.  CheckNewStore refused anything else.
     if (fs::exists(CreatingMarker(options.dir), ec)) {
       fs::remove_all(fs::path(options.dir) / format::kJournalDirName, ec);
+      fs::remove_all(fs::path(options.dir) / format::kVlogDirName, ec);
       if (options.image.empty()) fs::remove(fs::path(options.dir) / format::kImageFileName, ec);
     } else {
       int fd = open(CreatingMarker(options.dir).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -203,11 +205,9 @@ Status StoreImpl::OpenDb(bool created) {
 
   rocksdb::ColumnFamilyOptions meta_opts;
   meta_opts.merge_operator = std::make_shared<U64AddOperator>();
-  rocksdb::ColumnFamilyOptions bulk;  // redo and undo: large values, append-mostly keys
-  bulk.write_buffer_size = 64ull << 20;
-  bulk.enable_blob_files = true;
-  bulk.min_blob_size = 256;
-  bulk.blob_file_size = 256ull << 20;
+  rocksdb::ColumnFamilyOptions bulk;  // redo and undo: small fixed-size values, append-mostly keys
+  bulk.write_buffer_size =
+      options_.journal_write_buffer_bytes ? options_.journal_write_buffer_bytes : 64ull << 20;
   bulk.compression = rocksdb::kNoCompression;
   {
     // Debian's RocksDB is built without hardware CRC32C ("Fast CRC32 supported:
@@ -284,6 +284,12 @@ Status StoreImpl::Init(bool created) {
   if (!s.ok()) return s;
   s = CheckDbMeta(created);
   if (!s.ok()) return s;
+  if (!created && !fs::exists(fs::path(options_.dir) / format::kVlogDirName)) {
+    return Status::Corruption("store " + options_.dir + " has no " + format::kVlogDirName +
+                              "/ directory: its journal payloads are missing");
+  }
+  s = Vlog::Open(options_.fs, options_.dir, options_.vlog_segment_bytes, &vlog_);
+  if (!s.ok()) return s;
   auto factory = options_.image_factory ? options_.image_factory : DefaultImageFileFactory();
   bool own_image = options_.image.empty();
   if (!created && !factory->Exists(meta_.image)) {
@@ -305,11 +311,18 @@ Status StoreImpl::Init(bool created) {
   if (!s.ok()) return s;
   s = LoadState();
   if (!s.ok()) return s;
-  syncer_ = std::thread([this] { SyncerLoop(); });
+  committer_ = std::thread([this] { CommitterLoop(); });
   applier_ = std::thread([this] { ApplierLoop(); });
   return Status::Ok();
 }
 
+// Brings the image in line with the journal: replays every redo record
+// after applied_lsn.  Records after applied_lsn were maybe never synced: a
+// power cut can keep a record in RocksDB's WAL while losing its payload in
+// the vlog.  Such a record was never acknowledged as durable (the vlog is
+// synced before the WAL, and syncs cover a prefix of the commit groups), and
+// neither was anything after it, so the journal is cut there: the record,
+// every later one, and every before-image and checkpoint from the cut on.
 Status StoreImpl::Recover() {
   std::string v;
   uint64_t applied = 0;
@@ -319,36 +332,129 @@ Status StoreImpl::Recover() {
   } else if (!rs.ok() && !rs.IsNotFound()) {
     return FromRocks(rs, "read applied LSN");
   }
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
+  const std::string damaged = "recovery cannot replay the journal of " + options_.dir + ": ";
+
+  // 1. Checkpoints, to find the epochs that may hold unapplied before-images.
+  std::vector<records::CheckpointRecord> cps;
+  uint64_t first_epoch = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      records::CheckpointRecord r;
+      Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
+                                           std::string_view(it->value().data(), it->value().size()),
+                                           &r);
+      if (!s.ok()) return Status::Corruption(damaged + s.message());
+      if (r.lsn <= applied) first_epoch = std::max(first_epoch, r.id);
+      cps.push_back(std::move(r));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
+  }
+
+  // 2. Before-images written after applied_lsn: is each payload there?
+  struct LateUndo {
+    std::string key;
+    uint64_t epoch, lsn, bytes;
+  };
+  std::vector<LateUndo> late;
+  uint64_t cut = UINT64_MAX;
+  std::string payload;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), undo_cf_));
+    for (it->Seek(records::UndoKey(first_epoch, 0, 0)); it->Valid(); it->Next()) {
+      std::string_view key(it->key().data(), it->key().size());
+      uint64_t epoch = 0, block = 0;
+      uint32_t disk = 0;
+      records::UndoHeader h;
+      Status s = records::ParseUndoKey(key, &epoch, &disk, &block);
+      if (s.ok()) s = records::DecodeUndo(key, std::string_view(it->value().data(), it->value().size()), &h);
+      if (!s.ok()) return Status::Corruption(damaged + s.message());
+      if (h.lsn <= applied) continue;
+      late.push_back(LateUndo{std::string(key), epoch, h.lsn,
+                              key.size() + it->value().size() +
+                                  (h.kind == format::UndoKind::kData ? h.length : 0)});
+      if (h.kind != format::UndoKind::kData || h.lsn >= cut) continue;
+      s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset}, h.length,
+                      "before-image of LSN " + std::to_string(h.lsn), &payload);
+      if (s.ok()) s = records::CheckPayload(h.payload, payload, "before-image");
+      if (s.code() == Status::Code::kCorruption) {
+        cut = h.lsn;
+      } else if (!s.ok()) {
+        return s;
+      }
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read undo journal");
+  }
+
+  // 3. Replay redo records into the image up to the cut.
   uint64_t last = applied;
   uint64_t replayed = 0;
-  for (it->Seek(records::RedoKey(applied + 1)); it->Valid(); it->Next()) {
-    uint64_t lsn = 0;
-    Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
-    if (!s.ok()) return s;
-    records::RedoHeader h;
-    std::string_view payload;
-    s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h,
-                            &payload);
-    if (!s.ok()) {
-      return Status::Corruption("recovery cannot replay the journal of " + options_.dir + ": " +
-                                s.message());
+  uint64_t newest = applied;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
+    for (it->Seek(records::RedoKey(applied + 1)); it->Valid(); it->Next()) {
+      uint64_t lsn = 0;
+      Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
+      if (!s.ok()) return s;
+      newest = lsn;
+      if (lsn >= cut) continue;  // still walk to the end to learn the newest LSN
+      records::RedoHeader h;
+      s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
+      if (!s.ok()) return Status::Corruption(damaged + s.message());
+      if (h.offset + h.length > meta_.size) {
+        return Status::Corruption(damaged + "redo record " + std::to_string(lsn) +
+                                  " lies beyond the disk");
+      }
+      if (h.type == format::RedoType::kWrite) {
+        s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
+                        static_cast<uint32_t>(h.length), "redo record " + std::to_string(lsn),
+                        &payload);
+        if (s.ok()) s = records::CheckPayload(h.payload, payload, "redo record");
+        if (s.code() == Status::Code::kCorruption) {
+          cut = lsn;
+          continue;
+        }
+        if (!s.ok()) return s;
+      }
+      FaultPoint("recovery.replay");
+      if (h.type == format::RedoType::kWrite) {
+        s = image_->WriteV({IoVec{h.offset, payload.data(), static_cast<uint32_t>(h.length)}});
+      } else {
+        s = image_->Zero(h.offset, h.length, h.type == format::RedoType::kTrim);
+      }
+      if (!s.ok()) return s;
+      last = lsn;
+      replayed++;
     }
-    if (h.offset + h.length > meta_.size) {
-      return Status::Corruption("recovery cannot replay: redo record " + std::to_string(lsn) +
-                                " lies beyond the disk");
-    }
-    FaultPoint("recovery.replay");
-    if (h.type == format::RedoType::kWrite) {
-      s = image_->WriteV({IoVec{h.offset, payload.data(), static_cast<uint32_t>(h.length)}});
-    } else {
-      s = image_->Zero(h.offset, h.length, h.type == format::RedoType::kTrim);
-    }
-    if (!s.ok()) return s;
-    last = lsn;
-    replayed++;
+    if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
   }
-  if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
+
+  // 4. Cut the journal where the payloads end, durably, before anything
+  //    new can take those LSNs.
+  if (cut != UINT64_MAX) {
+    rocksdb::WriteBatch b;
+    rocksdb::Status ws = b.DeleteRange(redo_cf_, records::RedoKey(cut), records::RedoKey(newest + 1));
+    std::map<uint64_t, uint64_t> freed;  // epoch -> bytes
+    for (const LateUndo& u : late) {
+      if (u.lsn < cut || !ws.ok()) continue;
+      ws = b.Delete(undo_cf_, u.key);
+      freed[u.epoch] += u.bytes;
+    }
+    for (const auto& [epoch, bytes] : freed) {
+      char buf[8];
+      records::PutLE64(buf, 0 - bytes);  // the counters add modulo 2^64
+      if (ws.ok()) ws = b.Merge(meta_cf_, records::UndoBytesKey(epoch), rocksdb::Slice(buf, 8));
+    }
+    for (const auto& c : cps) {
+      if (c.lsn >= cut && ws.ok()) ws = b.Delete(cp_cf_, records::CheckpointKey(c.id));
+    }
+    if (!ws.ok()) return FromRocks(ws, "cut the journal");
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    Status s = FromRocks(db_->Write(wo, &b), "cut the journal");
+    if (!s.ok()) return s;
+    recovery_cut_records_ = newest >= cut ? newest - cut + 1 : 0;
+  }
   if (replayed == 0) {
     persisted_applied_ = applied;
     return Status::Ok();

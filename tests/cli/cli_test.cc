@@ -30,7 +30,7 @@ TEST_CASE("create then info describes the new store", "[cli]") {
   CHECK(ValueOf(info.out, "store") == dir);
   CHECK(ValueOf(info.out, "size") == "64 MiB (67108864 bytes)");
   CHECK(ValueOf(info.out, "block size") == "4096 bytes");
-  CHECK(ValueOf(info.out, "format version") == "1");
+  CHECK(ValueOf(info.out, "format version") == "2");
   CHECK(ValueOf(info.out, "image") == dir + "/image.raw");
   CHECK(ValueOf(info.out, "history") == "empty (no writes yet)");
   CHECK(ValueOf(info.out, "checkpoints") == "0");
@@ -98,7 +98,7 @@ TEST_CASE("info --json gives the protocol's StoreInfo with online", "[cli]") {
   CHECK(j.at("dir") == dir);
   CHECK(j.at("size") == 1ull << 30);
   CHECK(j.at("block_size") == 65536);
-  CHECK(j.at("format_version") == 1);
+  CHECK(j.at("format_version") == 2);
   CHECK(j.at("checkpoints") == 0);
   CHECK(j.at("online") == false);
   CHECK(j.at("writes_refused") == false);

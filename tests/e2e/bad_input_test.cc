@@ -199,10 +199,10 @@ TEST_CASE("bad input: a store of an unknown format version is refused by nbdkit 
   CreateStore(dir, 64 << 20);
   const std::string meta_path = dir + "/rewind.meta";
   const std::string original = ReadFile(meta_path);
-  REQUIRE(original.find("\nformat_version=1\n") != std::string::npos);
-  // Rewriting it as version 1 with our checksum reproduces it byte for byte:
+  REQUIRE(original.find("\nformat_version=2\n") != std::string::npos);
+  // Rewriting it as version 2 with our checksum reproduces it byte for byte:
   // the edit below is exactly a change of version.
-  REQUIRE(MetaWithVersion(original, "1") == original);
+  REQUIRE(MetaWithVersion(original, "2") == original);
 
   WriteFile(meta_path, MetaWithVersion(original, "999"));
   const std::string before = DirListing(dir);

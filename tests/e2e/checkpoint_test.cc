@@ -156,7 +156,7 @@ TEST_CASE("checkpoint: the CLI takes checkpoints while the plugin serves writes,
     CHECK(info.value("checkpoints", uint64_t{0}) == taken.size());
     CHECK(info.value("size", uint64_t{0}) == kDiskSize);
     CHECK(info.value("block_size", uint64_t{0}) == 4096);
-    CHECK(info.value("format_version", uint64_t{0}) == 1);
+    CHECK(info.value("format_version", uint64_t{0}) == 2);
     CHECK(info.value("newest_lsn", uint64_t{0}) >= taken.back().lsn);
     CHECK(info.value("redo_records", uint64_t{0}) >= taken.back().lsn);
 

@@ -25,7 +25,7 @@ TEST_CASE("cli: rewind create with --size 64M and --block-size 64K, then nbdkit 
   INFO(info.dump());
   CHECK(info.value("size", uint64_t{0}) == 64u << 20);
   CHECK(info.value("block_size", uint64_t{0}) == 64u << 10);
-  CHECK(info.value("format_version", uint64_t{0}) == 1);
+  CHECK(info.value("format_version", uint64_t{0}) == 2);
   CHECK(info.value("checkpoints", uint64_t{1}) == 0);
   CHECK((!info.contains("online") || info["online"] == false));
 

@@ -313,14 +313,14 @@ int RunRace(const std::string& mode) {
   rwd::test::FillPattern(2, 131072, data.size(), data.data());
 
   if (mode.starts_with("race-append-then-sync")) {
-    // The syncer is past its last check of the store's state when a write's
-    // WAL append fails; then it syncs the WAL.
+    // The committer is about to sync when a write's WAL append starts
+    // failing; then it syncs, and journals the write.
     Gate gate("flush.before_sync");
     gate.Install();
     gate.Arm();
     s = store->Write(131072, 4096, data.data(), false);  // something for the syncer to sync
     if (!s.ok()) return Fail("write: " + s.ToString());
-    if (!gate.WaitReached()) return Fail("the syncer never reached flush.before_sync");
+    if (!gate.WaitReached()) return Fail("the committer never reached flush.before_sync");
     // EIO leaves RocksDB's WAL writer failed; after ENOSPC RocksDB may first
     // recover on its own in the background (onto a new WAL), which hides
     // the race at times.
@@ -328,19 +328,25 @@ int RunRace(const std::string& mode) {
     fs->FailWrites(rwd::test::FsFault{
         nospace ? rwd::test::FsFault::Kind::kNoSpace : rwd::test::FsFault::Kind::kIOError, 0, -1,
         ".log"});
+    // The committer is held at the gate, so this write is only queued (and
+    // acknowledged, like a write into a page cache); its WAL append fails
+    // once the committer goes on.  The flush after it must fail.
     s = store->Write(135168, 4096, data.data(), false);
     std::fprintf(stderr, "write meeting %s: %s\n", nospace ? "ENOSPC" : "EIO",
                  s.ToString().c_str());
     gate.Release();
-    if (s.ok()) return Fail("a write whose WAL append failed was acknowledged");
+    s = store->Flush();
+    std::fprintf(stderr, "flush after it: %s\n", s.ToString().c_str());
+    if (s.ok()) return Fail("a flush after a failed WAL append succeeded");
   } else if (mode == "append-fails") {
     // No race: a write's WAL append fails while the syncer is idle; the
     // store is then used and closed.
     fs->FailWrites(rwd::test::FsFault{rwd::test::FsFault::Kind::kIOError, 0, -1, ".log"});
     s = store->Write(135168, 4096, data.data(), false);
     std::fprintf(stderr, "write meeting EIO: %s\n", s.ToString().c_str());
-    if (s.ok()) return Fail("a write whose WAL append failed was acknowledged");
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the syncer's turn
+    s = store->Flush();
+    std::fprintf(stderr, "flush after it: %s\n", s.ToString().c_str());
+    if (s.ok()) return Fail("a flush after a failed WAL append succeeded");
   } else if (mode == "race-sync-then-append") {
     // A write is on its way to the commit queue when the WAL sync fails;
     // then it appends to the WAL.

@@ -58,6 +58,8 @@ struct Config {
   uint64_t size;
   uint32_t block_size;
   uint32_t sync_interval_us;
+  uint64_t write_buffer_bytes = 0;  // 0: the store's default
+  uint64_t vlog_segment_bytes = 0;
 };
 
 // One store on the two doubles, its model and its checkpoints.
@@ -99,6 +101,8 @@ class Harness {
     o.fs = fs_;
     o.image_factory = images_;
     o.sync_interval_us = cfg_.sync_interval_us;
+    o.journal_write_buffer_bytes = cfg_.write_buffer_bytes;
+    o.vlog_segment_bytes = cfg_.vlog_segment_bytes;
     return Store::Open(o, &store_);
   }
 
@@ -500,12 +504,12 @@ TEST_CASE("power cuts at each named fault point keep every acknowledged write",
 
 TEST_CASE("power cuts while the journal memtables flush keep every acknowledged write",
           "[journal][powercut]") {
-  // Enough data (over 64 MiB of redo) that RocksDB switches WAL files and
-  // flushes memtables into table and blob files while the store runs: the
-  // cut lands in or after that.
+  // Small memtables and vlog segments, so that RocksDB flushes memtables
+  // into table files and the payload log starts new segments while the
+  // store runs: the cut lands in or after that.
   const uint64_t seed = EnvU64("REWIND_POWERCUT_SEED", 20240611) + 200;
   INFO("seed " << seed);
-  Harness h(Config{8ull << 20, 4096, 2000}, seed);
+  Harness h(Config{8ull << 20, 4096, 2000, 64u << 10, 8u << 20}, seed);
   h.Open();
   uint64_t tag = 1u << 22;
   for (int iter = 0; iter < 2; iter++) {
@@ -524,11 +528,13 @@ TEST_CASE("power cuts while the journal memtables flush keep every acknowledged 
       if (i % 40 == 39) h.DoFlush();  // keeps the model's history short
       if (i % 200 == 199) h.DoCheckpoint();
     }
-    uint64_t table_files = 0;
+    uint64_t table_files = 0, segments = 0;
     for (const auto& [path, info] : h.fs().Files()) {
-      table_files += path.ends_with(".sst") || path.ends_with(".blob");
+      table_files += path.ends_with(".sst");
+      segments += path.ends_with(".vlog");
     }
     CHECK(table_files > 0);  // a memtable flush happened
+    CHECK(segments > 1);     // the payload log rolled over
     h.PowerCut();
     h.Open();
     h.Verify("after a power cut amid memtable flushes");
@@ -808,21 +814,27 @@ TEST_CASE("a failed journal sync makes the store refuse writes", "[journal][powe
 TEST_CASE("a failed journal append makes the store refuse writes", "[journal][powercut]") {
   const bool nospace = GENERATE(false, true);
   const bool power_cut = GENERATE(false, true);
-  INFO(fmt::format("nospace {} power_cut {}", nospace, power_cut));
+  // RocksDB's WAL or the payload log.
+  const std::string file = GENERATE(std::string(".log"), std::string(".vlog"));
+  INFO(fmt::format("nospace {} power_cut {} file {}", nospace, power_cut, file));
   Harness h(Config{1ull << 20, 4096, 1000000}, 8);
   h.Open();
   WriteDurable(h, 8);
   FsFault f;
   f.kind = nospace ? FsFault::Kind::kNoSpace : FsFault::Kind::kIOError;
   f.times = 1;
-  f.path_contains = ".log";
+  f.path_contains = file;
   h.fs().FailWrites(f);
   std::vector<char> data(4096);
   rwd::test::FillPattern(1u << 20, 8192, data.size(), data.data());
   h.model().Write(8192, data.data(), data.size(), "write meeting the failed append");
+  // A plain write is acknowledged once ordered (write-back); the flush that
+  // would make it durable must fail.
   Status s = h.store().Write(8192, 4096, data.data(), false);
   INFO("write with a failing append: " << s.ToString());
-  REQUIRE_FALSE(s.ok());
+  Status fl = h.store().Flush();
+  INFO("flush after it: " << fl.ToString());
+  REQUIRE_FALSE(fl.ok());
   CHECK(h.fs().injected_failures() == 1);
   RequireRefusing(h);
   ReopenAndVerify(h, power_cut);

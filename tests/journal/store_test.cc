@@ -281,22 +281,42 @@ TEST_CASE("journal records detect damage", "[journal]") {
   RedoHeader h;
   h.offset = 4096;
   h.length = 5;
-  std::string payload = "hello";
-  char header[rwd::format::kRedoHeaderSize];
-  EncodeRedoHeader(7, h, payload, header);
-  std::string value(header, sizeof header);
-  value += payload;
+  h.payload.segment = 3;
+  h.payload.offset = 123;
+  h.payload.hash = PayloadHash("hello");
+  char buf[rwd::format::kRedoValueSize];
+  EncodeRedo(7, h, buf);
+  std::string value(buf, sizeof buf);
   RedoHeader out;
-  std::string_view p;
-  REQUIRE(DecodeRedo(7, value, &out, &p).ok());
-  CHECK(p == "hello");
-  CHECK(DecodeRedo(8, value, &out, &p).code() == Status::Code::kCorruption);  // wrong key
+  REQUIRE(DecodeRedo(7, value, &out).ok());
+  CHECK(out.payload.segment == 3);
+  CHECK(out.payload.offset == 123);
+  CHECK(CheckPayload(out.payload, "hello", "x").ok());
+  CHECK(CheckPayload(out.payload, "hellO", "x").code() == Status::Code::kCorruption);
+  CHECK(DecodeRedo(8, value, &out).code() == Status::Code::kCorruption);  // wrong key
   for (size_t i = 0; i < value.size(); i++) {
     std::string bad = value;
     bad[i] ^= 0x01;
-    CHECK_FALSE(DecodeRedo(7, bad, &out, &p).ok());
+    CHECK_FALSE(DecodeRedo(7, bad, &out).ok());
   }
-  CHECK_FALSE(DecodeRedo(7, value.substr(0, value.size() - 1), &out, &p).ok());
+  CHECK_FALSE(DecodeRedo(7, value.substr(0, value.size() - 1), &out).ok());
+
+  UndoHeader u;
+  u.length = 4096;
+  u.lsn = 9;
+  u.payload = PayloadRef{2, 77, PayloadHash("x")};
+  std::string key = UndoKey(1, 0, 5);
+  std::string uv = EncodeUndo(key, u);
+  UndoHeader uo;
+  REQUIRE(DecodeUndo(key, uv, &uo).ok());
+  CHECK(uo.lsn == 9);
+  CHECK(uo.payload.offset == 77);
+  CHECK_FALSE(DecodeUndo(UndoKey(1, 0, 6), uv, &uo).ok());  // moved to another block
+  for (size_t i = 0; i < uv.size(); i++) {
+    std::string bad = uv;
+    bad[i] ^= 0x01;
+    CHECK_FALSE(DecodeUndo(key, bad, &uo).ok());
+  }
 }
 
 TEST_CASE("creation never deletes a journal/ or image.raw it did not make", "[journal]") {

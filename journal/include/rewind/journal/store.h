@@ -54,6 +54,10 @@ struct StoreOptions {
   // trails the journal by at most max_pending_bytes.
   uint32_t sync_interval_us = 20000;
   uint64_t max_pending_bytes = 256ull << 20;
+  // Size at which the payload log starts a new segment; 0: 1 GiB.
+  uint64_t vlog_segment_bytes = 0;
+  // RocksDB memtable size of the redo and undo families; 0: 64 MiB.
+  uint64_t journal_write_buffer_bytes = 0;
 };
 
 struct CheckpointInfo {
