@@ -11,16 +11,20 @@ namespace rwd {
 
 namespace {
 constexpr size_t kMaxOpsPerRound = 4096;
-constexpr uint64_t kImageSyncBytes = 256ull << 20;
-constexpr auto kImageSyncInterval = std::chrono::seconds(1);
+constexpr uint64_t kDefaultImageSyncBytes = 1ull << 30;
+constexpr uint32_t kDefaultImageSyncIntervalMs = 5000;
 }  // namespace
 
 void StoreImpl::ApplierLoop() {
+  const uint64_t sync_bytes =
+      options_.image_sync_bytes ? options_.image_sync_bytes : kDefaultImageSyncBytes;
+  const auto sync_interval = std::chrono::milliseconds(
+      options_.image_sync_interval_ms ? options_.image_sync_interval_ms : kDefaultImageSyncIntervalMs);
   uint64_t bytes_since_sync = 0;
   auto last_sync = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(state_mu_);
   for (;;) {
-    state_cv_.wait_for(l, kImageSyncInterval, [&] {
+    state_cv_.wait_for(l, sync_interval, [&] {
       return stopping_ || refused_.load() || applied_seq_.load() < durable_seq_.load();
     });
     if (refused_.load()) return;
@@ -57,7 +61,7 @@ void StoreImpl::ApplierLoop() {
     }
     auto now = std::chrono::steady_clock::now();
     if (applied > persisted_applied_ &&
-        (bytes_since_sync >= kImageSyncBytes || now - last_sync >= kImageSyncInterval)) {
+        (bytes_since_sync >= sync_bytes || now - last_sync >= sync_interval)) {
       // Invariant: applied_lsn is recorded only after the image holding every
       // record <= it has been synced.
       s = image_->Sync();

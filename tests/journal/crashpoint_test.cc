@@ -112,6 +112,7 @@ Status OpenChildStore(std::unique_ptr<Store>* out) {
   o.dir = Env("REWIND_CRASH_CHILD_DIR");
   o.size = kDiskSize;
   o.sync_interval_us = 5000;
+  o.image_sync_interval_ms = 1000;  // the tests wait for apply.after_image_sync
   return Store::Open(o, out);
 }
 
@@ -302,6 +303,7 @@ int RunRace(const std::string& mode) {
   o.size = 1 << 20;
   o.fs = fs;
   o.sync_interval_us = 1000;
+  o.image_sync_interval_ms = 1000;  // the tests wait for apply.after_image_sync
   std::unique_ptr<Store> store;
   Status s = Store::Open(o, &store);
   if (!s.ok()) return Fail("open: " + s.ToString());
@@ -349,9 +351,9 @@ int RunRace(const std::string& mode) {
     if (s.ok()) return Fail("a flush after a failed WAL append succeeded");
   } else if (mode == "race-sync-then-append") {
     // A write is on its way to the commit queue when the WAL sync fails;
-    // then it appends to the WAL.
-    s = store->Write(131072, 4096, data.data(), false);
-    if (!s.ok()) return Fail("write: " + s.ToString());
+    // then it appends to the WAL.  The sync must have something to do when
+    // it fails (an earlier periodic sync may have made everything durable),
+    // so the write it covers comes after the fault is armed.
     Gate gate("write.before_commit");
     gate.Install();
     gate.Arm();
@@ -362,6 +364,8 @@ int RunRace(const std::string& mode) {
       return Fail("the write never reached write.before_commit");
     }
     fs->FailSyncs(rwd::test::FsFault{rwd::test::FsFault::Kind::kIOError, 0, -1, ".log"});
+    s = store->Write(131072, 4096, data.data(), false);
+    std::fprintf(stderr, "write before the failing sync: %s\n", s.ToString().c_str());
     s = store->Flush();
     std::fprintf(stderr, "flush meeting EIO: %s\n", s.ToString().c_str());
     gate.Release();

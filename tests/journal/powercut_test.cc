@@ -101,6 +101,7 @@ class Harness {
     o.fs = fs_;
     o.image_factory = images_;
     o.sync_interval_us = cfg_.sync_interval_us;
+    o.image_sync_interval_ms = 1000;  // the tests wait for apply.after_image_sync
     o.journal_write_buffer_bytes = cfg_.write_buffer_bytes;
     o.vlog_segment_bytes = cfg_.vlog_segment_bytes;
     return Store::Open(o, &store_);
