@@ -11,6 +11,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -311,8 +312,15 @@ Status StoreImpl::Init(bool created) {
   if (!s.ok()) return s;
   s = LoadState();
   if (!s.ok()) return s;
-  committer_ = std::thread([this] { CommitterLoop(); });
-  applier_ = std::thread([this] { ApplierLoop(); });
+  // Named so that top -H, perf and gdb tell them from nbdkit's threads.
+  committer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "rwd-committer");
+    CommitterLoop();
+  });
+  applier_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "rwd-applier");
+    ApplierLoop();
+  });
   return Status::Ok();
 }
 
