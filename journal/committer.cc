@@ -26,7 +26,8 @@ void StoreImpl::CommitterLoop() {
   std::unique_lock<std::mutex> l(seq_mu_);
   for (;;) {
     committer_cv_.wait_until(l, last_sync + interval, [&] {
-      return committer_stop_ || !journal_queue_.empty() ||
+      return committer_stop_ || journal_queue_.size() >= kCommitWakeOps ||
+             (!journal_queue_.empty() && commit_wanted_ > committed_seq_.load()) ||
              sync_wanted_ > durable_seq_.load(std::memory_order_relaxed) ||
              refused_.load(std::memory_order_relaxed);
     });

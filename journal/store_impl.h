@@ -250,6 +250,12 @@ class StoreImpl final : public Store {
   uint64_t next_seq_ = 0;                                 // GUARDED_BY(seq_mu_)
   uint64_t sync_wanted_ = 0;                              // GUARDED_BY(seq_mu_)
   bool committer_stop_ = false;                           // GUARDED_BY(seq_mu_)
+  // The journal queue is committed once it holds kCommitWakeOps operations,
+  // when someone waits for it (commit_wanted_, sync_wanted_), or at the
+  // latest every sync_interval_us: non-FUA writes are acknowledged already,
+  // so waking the committer for each one would only cost context switches.
+  static constexpr size_t kCommitWakeOps = 64;
+  uint64_t commit_wanted_ = 0;                            // GUARDED_BY(seq_mu_)
   std::atomic<uint64_t> last_lsn_{0};                     // highest LSN given out
   std::atomic<uint64_t> epoch_{0};                        // newest checkpoint id
   uint64_t next_checkpoint_id_ = 1;                       // GUARDED_BY(seq_mu_)

@@ -239,7 +239,7 @@ Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* befo
     }
   }
   *seq = op.seq;
-  const bool wake = journal_queue_.empty();
+  const bool wake = journal_queue_.size() + 1 == kCommitWakeOps || op.kind == OpKind::kCheckpoint;
   journal_queue_.push_back(std::move(op));
   l.unlock();
   if (wake) committer_cv_.notify_one();
@@ -291,7 +291,9 @@ Status StoreImpl::WaitCommitted() {
   {
     std::lock_guard<std::mutex> q(seq_mu_);
     seq = next_seq_;
+    commit_wanted_ = std::max(commit_wanted_, seq);
   }
+  committer_cv_.notify_one();
   std::unique_lock<std::mutex> l(state_mu_);
   state_cv_.wait(l, [&] { return committed_seq_.load() >= seq || refused_.load() || stopping_; });
   return Status::Ok();  // a refusing store lists what it has
