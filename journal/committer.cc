@@ -191,7 +191,10 @@ Status StoreImpl::SyncJournal() {
   if (!s.ok()) return s;
   FaultPoint("flush.after_vlog_sync");
   {
+    // A failed WAL write (here or in PersistApplied) is recorded in
+    // refused_ under wal_mu_; RocksDB 7.8 must not be asked to sync then.
     std::lock_guard<std::mutex> w(wal_mu_);
+    if (refused_.load(std::memory_order_acquire)) return CheckWritable();
     s = FromRocks(db_->SyncWAL(), "journal sync");
   }
   if (!s.ok()) return s;

@@ -45,13 +45,15 @@ inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
 //  24  i64 time_ns
 //  32  u32 vlog segment of the payload (0: none, for zero and trim)
 //  36  u32 reserved (0)
-//  40  u64 vlog offset of the payload's vlog record
+//  40  u64 offset of the payload in its vlog segment
 //  48  u64 payload hash = XXH3_64bits(payload) (0 without payload)
 //  56  u64 checksum = XXH3_64bits(key || value[0..56))
 enum class RedoType : uint8_t { kWrite = 1, kZero = 2, kTrim = 3 };
 inline constexpr uint8_t kRedoFlagFua = 1;
 inline constexpr size_t kRedoKeySize = 8;
 inline constexpr size_t kRedoValueSize = 64;
+// The longest write one redo record holds; Store::Write refuses longer.
+inline constexpr uint64_t kMaxWriteBytes = 64ull << 20;
 inline constexpr size_t kRedoChecksumOffset = 56;
 
 // Undo record (a recovery block's before-image):
@@ -63,7 +65,7 @@ inline constexpr size_t kRedoChecksumOffset = 56;
 //   4  u32 length of the block in bytes (the last block may be short)
 //   8  u64 lsn of the write that first overwrote the block in this epoch
 //  16  u32 vlog segment of the payload (0 for kZeros)   20 u32 reserved
-//  24  u64 vlog offset of the payload's vlog record
+//  24  u64 offset of the payload in its vlog segment
 //  32  u64 payload hash = XXH3_64bits(payload) (0 for kZeros)
 //  40  u64 checksum = XXH3_64bits(key || value[0..40))
 enum class UndoKind : uint8_t { kData = 1, kZeros = 2 };

@@ -123,7 +123,7 @@ Status DecodeRedo(uint64_t lsn, std::string_view value, RedoHeader* h) {
   h->payload.hash = GetLE64(p + 48);
   bool has_payload = h->payload.segment != 0;
   if (has_payload != (h->type == format::RedoType::kWrite) ||
-      (h->type == format::RedoType::kWrite && (h->length == 0 || h->length > (64u << 20)))) {
+      (h->type == format::RedoType::kWrite && (h->length == 0 || h->length > format::kMaxWriteBytes))) {
     return Status::Corruption(what + " is inconsistent");
   }
   return Status::Ok();

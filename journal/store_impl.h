@@ -58,8 +58,10 @@ namespace rwd {
 Status FromRocks(const rocksdb::Status& s, const std::string& what);
 
 // Excludes overlapping byte ranges from each other.  Writers hold their
-// page-aligned range from building their pages until the commit (and, for
-// zero and trim, until the applier has executed them).
+// page-aligned range from building their pages until they are sequenced
+// (and, for zero and trim, until the applier has executed them); readers of
+// snapshots hold a block's range while they decide where its old content
+// lives.
 class RangeLock {
  public:
   void Lock(uint64_t begin, uint64_t end);

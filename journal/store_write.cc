@@ -22,7 +22,11 @@ constexpr uint64_t kZeroChunkBytes = 16ull << 20;
 class RangeGuard {
  public:
   RangeGuard(RangeLock* l, uint64_t b, uint64_t e) : l_(l), b_(b), e_(e) { l_->Lock(b, e); }
-  ~RangeGuard() { l_->Unlock(b_, e_); }
+  ~RangeGuard() { Release(); }
+  void Release() {
+    if (l_) l_->Unlock(b_, e_);
+    l_ = nullptr;
+  }
   RangeGuard(const RangeGuard&) = delete;
   RangeGuard& operator=(const RangeGuard&) = delete;
 
@@ -71,6 +75,11 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   if (len == 0) return Status::Ok();
   if (offset > meta_.size || len > meta_.size - offset) {
     return Status::InvalidArgument("write beyond the end of the disk");
+  }
+  if (len > format::kMaxWriteBytes) {
+    return Status::InvalidArgument("a write of " + std::to_string(len) +
+                                   " bytes is longer than the journal takes (" +
+                                   std::to_string(format::kMaxWriteBytes) + "); split it");
   }
   Status s = CheckWritable();
   if (!s.ok()) return s;
@@ -122,6 +131,9 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   if (!s.ok()) return s;
   sequenced = true;
   FaultPoint("write.before_ack");
+  // Overlapping writes are ordered by their LSNs already: waiting for the
+  // sync need not hold them up.
+  guard.Release();
   if (fua) return WaitDurable(seq);
   return Status::Ok();
 }
@@ -246,28 +258,35 @@ Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* befo
   return Status::Ok();
 }
 
+// Takes room for bytes of sequenced-but-unapplied writes, waiting while the
+// limit would be passed.  Room is only ever taken whole (never reserved
+// while waiting), so waiting writers cannot starve each other; a request
+// larger than the whole limit goes alone, once nothing else is pending.
 Status StoreImpl::WaitForRoom(uint64_t bytes) {
-  if (pending_bytes_.fetch_add(bytes, std::memory_order_acq_rel) + bytes <=
-      options_.max_pending_bytes) {
-    return Status::Ok();
-  }
-  // Over the limit: let the journal and the image catch up to half of it.
+  const uint64_t limit = options_.max_pending_bytes;
+  auto take = [&] {
+    uint64_t cur = pending_bytes_.load(std::memory_order_acquire);
+    while (cur + bytes <= limit || cur == 0) {
+      if (pending_bytes_.compare_exchange_weak(cur, cur + bytes, std::memory_order_acq_rel)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  if (take()) return Status::Ok();
+  // Over the limit: ask the committer to sync now, so that the applier can
+  // carry the queued writes into the image and give their room back.
   {
     std::lock_guard<std::mutex> q(seq_mu_);
     sync_wanted_ = std::max(sync_wanted_, next_seq_);
   }
   committer_cv_.notify_one();
   std::unique_lock<std::mutex> l(state_mu_);
-  state_cv_.wait(l, [&] {
-    return pending_bytes_.load() <= options_.max_pending_bytes / 2 + bytes || refused_.load() ||
-           stopping_;
-  });
-  if (refused_.load() || stopping_) {
-    pending_bytes_.fetch_sub(bytes);
-    if (stopping_) return Status::Aborted("the store is closing");
-    return Status::ReadOnly("writes refused since " + refused_reason_);
-  }
-  return Status::Ok();
+  bool taken = false;
+  state_cv_.wait(l, [&] { return refused_.load() || stopping_ || (taken = take()); });
+  if (taken) return Status::Ok();  // a refusal now is the caller's to see
+  if (stopping_) return Status::Aborted("the store is closing");
+  return Status::ReadOnly("writes refused since " + refused_reason_);
 }
 
 Status StoreImpl::WaitDurable(uint64_t seq) {

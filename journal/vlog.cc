@@ -58,6 +58,18 @@ Status Vlog::Open(std::shared_ptr<rocksdb::FileSystem> fs, const std::string& st
     v->sealed_bytes_ += size;
     v->segment_ = std::max<uint32_t>(v->segment_, seg);
   }
+  // The newest segment may hold appends that were never synced (the
+  // process died): sync it before recovery replays any of them into the
+  // image, or a power cut could leave the image ahead of its payloads.
+  if (v->segment_ != 0) {
+    std::unique_ptr<rocksdb::FSRandomRWFile> f;
+    const std::string path = v->PathOf(v->segment_);
+    rocksdb::IOStatus io = fs->NewRandomRWFile(path, rocksdb::FileOptions(), &f, nullptr);
+    if (io.ok()) io = f->Fsync(rocksdb::IOOptions(), nullptr);
+    if (io.ok()) io = f->Close(rocksdb::IOOptions(), nullptr);
+    s = FromIO(io, "sync " + path);
+    if (!s.ok()) return s;
+  }
   *out = std::move(v);
   return Status::Ok();
 }
@@ -93,7 +105,14 @@ Status Vlog::StartSegment() {
   }
   Status s = FromIO(io, "create " + PathOf(next));
   if (!s.ok()) return s;
-  if (direct && f->GetRequiredBufferAlignment() > kAlign) direct = false;  // never seen
+  if (direct && f->GetRequiredBufferAlignment() > kAlign) {  // never seen: reopen buffered
+    (void)f->Close(rocksdb::IOOptions(), nullptr);
+    f.reset();
+    direct = false;
+    s = FromIO(fs_->NewWritableFile(PathOf(next), rocksdb::FileOptions(), &f, nullptr),
+               "create " + PathOf(next));
+    if (!s.ok()) return s;
+  }
   s = SyncDirectory(fs_.get(), dir_);
   if (!s.ok()) return s;
   std::lock_guard<std::mutex> l(mu_);
