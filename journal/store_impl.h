@@ -182,6 +182,10 @@ class StoreImpl final : public Store {
   Status Checkpoint(const std::string& name, CheckpointInfo* out) override;
   Status ListCheckpoints(std::vector<CheckpointInfo>* out) override;
   Status GetInfo(StoreInfo* out) override;
+  Status ResolvePoint(const std::string& text, PointInfo* out) override;
+  Status OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) override;
+  Status Restore(const PointInfo& point, const RestoreOptions& options,
+                 RestoreResult* out) override;
   Status Close() override;
 
  private:
@@ -190,6 +194,11 @@ class StoreImpl final : public Store {
   Status CheckDbMeta(bool created);
   Status Recover();
   Status LoadState();
+
+  // history.cc
+  friend class SnapshotImpl;
+  Status LoadCheckpoints(std::vector<records::CheckpointRecord>* out);
+  Status GetRedo(uint64_t lsn, records::RedoHeader* h);
 
   // store_write.cc
   Status CheckWritable() const;
@@ -259,6 +268,9 @@ class StoreImpl final : public Store {
   static constexpr size_t kCommitWakeOps = 64;
   uint64_t commit_wanted_ = 0;                            // GUARDED_BY(seq_mu_)
   std::atomic<uint64_t> last_lsn_{0};                     // highest LSN given out
+  // Time of the newest operation: times never decrease with the LSN, even
+  // when the wall clock steps back (time: points search on that).
+  int64_t last_time_ns_ = 0;                              // GUARDED_BY(seq_mu_)
   std::atomic<uint64_t> epoch_{0};                        // newest checkpoint id
   uint64_t next_checkpoint_id_ = 1;                       // GUARDED_BY(seq_mu_)
   std::mutex cp_mu_;

@@ -484,6 +484,11 @@ Status StoreImpl::LoadState() {
       Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
       if (!s.ok()) return s;
       last = std::max(last, lsn);
+      records::RedoHeader h;
+      if (records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h)
+              .ok()) {
+        last_time_ns_ = std::max(last_time_ns_, h.time_ns);
+      }
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
   }
@@ -498,6 +503,7 @@ Status StoreImpl::LoadState() {
       if (!s.ok()) return s;
       checkpoint_names_[r.name] = r.id;
       epoch = std::max(epoch, r.id);
+      last_time_ns_ = std::max(last_time_ns_, r.time_ns);
       last = std::max(last, r.lsn);
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");

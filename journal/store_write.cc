@@ -183,7 +183,8 @@ Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* befo
   const uint32_t stamp = static_cast<uint32_t>(epoch + 1);
   op.seq = ++next_seq_;
   op.epoch = epoch;
-  op.time_ns = static_cast<int64_t>(NowNs());
+  op.time_ns = std::max(static_cast<int64_t>(NowNs()), last_time_ns_);
+  last_time_ns_ = op.time_ns;
   if (op.kind == OpKind::kCheckpoint) {
     op.lsn = last_lsn_.load(std::memory_order_relaxed);
     op.checkpoint_id = next_checkpoint_id_;

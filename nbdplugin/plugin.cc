@@ -41,6 +41,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -59,14 +60,15 @@ std::unique_ptr<ControlServer> g_control;
 // Largest request a client may send (the NBD block-size maximum).
 constexpr uint32_t kMaxRequest = 32u << 20;
 
-// One NBD connection.  Today every connection serves the live disk; the
-// time-travel exports (DISK@checkpoint, ...) will hang their read-only view
-// here.
+// One NBD connection: the live disk (snap null), or a time-travel export
+// ("@NAME", "@lsn:N", "@time:..."), a read-only view of the disk at a point.
 struct Handle {
   Store* store;
+  std::unique_ptr<rwd::Snapshot> snap;
 };
 
 Store* StoreOf(void* handle) { return static_cast<Handle*>(handle)->store; }
+rwd::Snapshot* SnapOf(void* handle) { return static_cast<Handle*>(handle)->snap.get(); }
 
 int Fail(const Status& s) {
   nbdkit_error("%s", s.message().c_str());
@@ -217,10 +219,22 @@ void rewind_cleanup() {
 
 // ---- Exports and connections -----------------------------------------------
 
+// The live disk, then one read-only export per checkpoint, oldest first.
+// (Any lsn: or time: point is served too, but they are too many to list.)
 int rewind_list_exports(int /*readonly*/, int /*is_tls*/, nbdkit_exports* exports) {
   return Guard("list_exports", [&] {
     std::string description = "live disk of " + g_options.dir;
-    return nbdkit_add_export(exports, "", description.c_str());
+    if (nbdkit_add_export(exports, "", description.c_str()) == -1) return -1;
+    if (!g_store) return 0;
+    std::vector<rwd::CheckpointInfo> cps;
+    if (Status s = g_store->ListCheckpoints(&cps); !s.ok()) return Fail(s);
+    for (const rwd::CheckpointInfo& cp : cps) {
+      std::string name = "@" + cp.name;
+      std::string desc = "checkpoint " + cp.name + " (lsn " + std::to_string(cp.lsn) +
+                         "), read-only";
+      if (nbdkit_add_export(exports, name.c_str(), desc.c_str()) == -1) return -1;
+    }
+    return 0;
   });
 }
 
@@ -231,17 +245,37 @@ void* rewind_open(int /*readonly*/) {
   Guard("open", [&] {
     const char* name = nbdkit_export_name();
     if (name == nullptr) return -1;  // nbdkit has reported the error
-    if (*name != '\0') {
-      nbdkit_error("unknown export '%s': this plugin serves the live disk as export \"\"", name);
-      nbdkit_set_error(ENOENT);
-      return -1;
-    }
     if (!g_store) {
       nbdkit_error("the store %s is not open", g_options.dir.c_str());
       nbdkit_set_error(EIO);
       return -1;
     }
-    handle = new Handle{g_store.get()};
+    const std::string export_name = name;
+    if (export_name.empty()) {
+      handle = new Handle{g_store.get(), nullptr};
+      return 0;
+    }
+    const size_t at = export_name.find('@');
+    if (at == std::string::npos || at != 0) {
+      nbdkit_error("unknown export '%s': this store has one disk, exported as \"\" (live) and "
+                   "\"@POINT\" (read-only, POINT a checkpoint name, lsn:N or time:...)",
+                   name);
+      nbdkit_set_error(ENOENT);
+      return -1;
+    }
+    rwd::PointInfo point;
+    Status s = g_store->ResolvePoint(export_name.substr(at + 1), &point);
+    std::unique_ptr<rwd::Snapshot> snap;
+    if (s.ok()) s = g_store->OpenSnapshot(point, &snap);
+    if (!s.ok()) {
+      nbdkit_error("export '%s': %s", name, s.message().c_str());
+      nbdkit_set_error(s.code() == Status::Code::kNotFound ? ENOENT : s.ToErrno());
+      return -1;
+    }
+    nbdkit_debug("export '%s': the disk at lsn %llu, %llu bytes from the journal", name,
+                 static_cast<unsigned long long>(point.lsn),
+                 static_cast<unsigned long long>(snap->changed_bytes()));
+    handle = new Handle{g_store.get(), std::move(snap)};
     return 0;
   });
   return handle;
@@ -264,13 +298,15 @@ int rewind_block_size(void* handle, uint32_t* minimum, uint32_t* preferred, uint
   });
 }
 
-int rewind_can_write(void*) { return 1; }
+// A time-travel export is read-only: nbdkit then refuses writes, trims and
+// zeros with EPERM before they reach the plugin.
+int rewind_can_write(void* handle) { return SnapOf(handle) ? 0 : 1; }
 int rewind_can_flush(void*) { return 1; }
 int rewind_can_fua(void*) { return NBDKIT_FUA_NATIVE; }
 int rewind_can_trim(void*) { return 1; }
 int rewind_can_zero(void*) { return 1; }
 int rewind_can_fast_zero(void*) { return 0; }
-int rewind_can_extents(void*) { return 1; }
+int rewind_can_extents(void* handle) { return SnapOf(handle) ? 0 : 1; }
 int rewind_can_multi_conn(void*) { return 1; }
 int rewind_is_rotational(void*) { return 0; }
 
@@ -278,7 +314,10 @@ int rewind_is_rotational(void*) { return 0; }
 
 int rewind_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t /*flags*/) {
   if (count == 0) return 0;
-  return Guard("pread", [&] { return FailStatus(StoreOf(handle)->Read(offset, count, buf)); });
+  return Guard("pread", [&] {
+    if (rwd::Snapshot* snap = SnapOf(handle)) return FailStatus(snap->Read(offset, count, buf));
+    return FailStatus(StoreOf(handle)->Read(offset, count, buf));
+  });
 }
 
 int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {

@@ -86,6 +86,12 @@ class FakeStore : public rwd::Store {
     return Status::Ok();
   }
 
+  Status ResolvePoint(const std::string&, rwd::PointInfo*) override { return Unused(); }
+  Status OpenSnapshot(const rwd::PointInfo&, std::unique_ptr<rwd::Snapshot>*) override { return Unused(); }
+  Status Restore(const rwd::PointInfo&, const rwd::RestoreOptions&, rwd::RestoreResult*) override {
+    return Unused();
+  }
+
   Status Close() override { return Status::Ok(); }
 
  private:

@@ -99,6 +99,63 @@ struct StoreInfo {
   std::string refused_reason;
 };
 
+// A point of history: the disk as it was right after the write with LSN
+// `lsn` (0: as the store was created, before any write).
+struct PointInfo {
+  uint64_t lsn = 0;
+  int64_t time_ns = 0;         // when that write was made (creation for lsn 0)
+  uint64_t checkpoint_id = 0;  // the checkpoint the point names, else 0
+  std::string checkpoint;      // its name
+  std::string text;            // the POINT as given, for messages
+};
+
+// The POINT syntax, parsed but not yet looked up in a store.
+struct ParsedPoint {
+  enum class Kind { kCheckpoint, kLsn, kTime, kRelative } kind = Kind::kCheckpoint;
+  std::string name;      // kCheckpoint
+  uint64_t lsn = 0;      // kLsn
+  int64_t time_ns = 0;   // kTime: nanoseconds since the epoch (UTC)
+  int64_t ago_ns = 0;    // kRelative: how long before now (> 0)
+};
+// "NAME", "lsn:N", "time:2026-11-23T10:15:00Z" (also with fractional
+// seconds and a +HH:MM offset), "-10m" (s, m, h, d, w; also combined as
+// "-1h30m").  InvalidArgument with a one-line message otherwise.
+[[nodiscard]] Status ParsePoint(const std::string& text, ParsedPoint* out);
+
+// The disk as it was at a point of history, read-only.  Reads are
+// consistent while the live disk keeps changing.  Every Snapshot must be
+// destroyed before its Store is closed.
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+  virtual const PointInfo& point() const = 0;
+  virtual uint64_t size() const = 0;
+  // len > 0, range within size().  Corruption when a record the point
+  // needs is damaged: a damaged point is never served.
+  [[nodiscard]] virtual Status Read(uint64_t offset, uint32_t len, void* buf) = 0;
+  // Bytes of the disk that differ from the live disk as the snapshot was
+  // opened (blocks changed since the point); for progress estimates.
+  virtual uint64_t changed_bytes() const = 0;
+};
+
+// Progress of long work: done out of total (same unit, usually bytes).
+// Returning false cancels the work, which then fails with Aborted.
+using ProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+
+struct RestoreOptions {
+  std::string output;       // the raw image to write
+  bool overwrite = false;   // replace an existing file
+  ProgressFn progress;      // may be null
+};
+
+struct RestoreResult {
+  PointInfo point;
+  uint64_t bytes = 0;          // the image's size
+  uint64_t data_bytes = 0;     // bytes written (the rest are holes)
+  uint64_t changed_bytes = 0;  // bytes taken from the journal, not the live disk
+  double seconds = 0;
+};
+
 class Store {
  public:
   // Opens the store in options.dir, creating it when create_if_missing and
@@ -141,6 +198,20 @@ class Store {
   [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
   [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
   [[nodiscard]] virtual Status GetInfo(StoreInfo* out) = 0;
+
+  // Looks a POINT up: NotFound for an unknown checkpoint or an LSN or time
+  // outside the history held; InvalidArgument for bad syntax.
+  [[nodiscard]] virtual Status ResolvePoint(const std::string& text, PointInfo* out) = 0;
+  // A read-only view of the disk at point.  Its cost grows with the data
+  // changed since the point, not with the disk's size.
+  [[nodiscard]] virtual Status OpenSnapshot(const PointInfo& point,
+                                            std::unique_ptr<Snapshot>* out) = 0;
+  // Writes a sparse raw image of the disk at point to options.output, via
+  // a temporary file in the same directory that is renamed into place once
+  // synced: a failed restore leaves no output file.  The live disk keeps
+  // serving meanwhile.
+  [[nodiscard]] virtual Status Restore(const PointInfo& point, const RestoreOptions& options,
+                                       RestoreResult* out) = 0;
 
   // Stops background work, syncs everything and closes.  Called by the
   // destructor when not called before.

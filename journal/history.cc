@@ -1,0 +1,715 @@
+// Points of history, snapshots and restores.
+//
+// The disk at a point L (the instant after the write with LSN L) is built
+// from the live disk and the journal, without replaying history from the
+// start (docs/architecture.md, "Reading the past"):
+//
+//   Let e be the newest checkpoint with lsn <= L (epoch 0 when none) and
+//   L_e its lsn.  For each block b, the first undo record (E, b) with
+//   E >= e, in epoch order, says where b's content at L lives:
+//     - E == e and the record's lsn > L: b was not written in (L_e, L];
+//       the record holds its content at L_e, which is its content at L.
+//     - E == e and lsn <= L: b was written in (L_e, L]; its content is the
+//       record's (at L_e) with the redo records in (L_e, L] that touch b
+//       laid over it in LSN order.
+//     - E > e: b was not written in (L_e, L_E]; the record holds its
+//       content at L_E, which is its content at L.
+//   A block with no such record has not been written since L: the live
+//   disk holds its content at L.
+//
+// A snapshot scans the undo records once when it opens (cost: the blocks
+// changed since L), and keeps a map of the blocks it must not take from
+// the live disk.  A block first overwritten after that scan gets a new
+// before-image, which a read finds through the block's epoch stamp: the
+// reader holds the block's range lock, so no write can slip in between
+// looking at the stamp and reading the live disk.
+#include "records.h"
+#include "store_impl.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace rwd {
+
+// ---------------------------------------------------------------------------
+// POINT syntax
+
+namespace {
+
+constexpr const char* kPointHelp =
+    "a POINT is a checkpoint name, lsn:N, time:YYYY-MM-DDTHH:MM:SS[.frac]Z or a relative time "
+    "such as -10m";
+
+Status BadPoint(const std::string& text, const std::string& why) {
+  return Status::InvalidArgument("bad point '" + text + "': " + why + " (" + kPointHelp + ")");
+}
+
+bool ParseDigits(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// Fixed-width decimal field at s[pos..pos+n).
+bool Field(std::string_view s, size_t pos, size_t n, int* out) {
+  if (pos + n > s.size()) return false;
+  uint64_t v = 0;
+  if (!ParseDigits(s.substr(pos, n), &v)) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+
+bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+// YYYY-MM-DDTHH:MM[:SS[.frac]][Z|+HH:MM|-HH:MM|+HHMM]; no zone means UTC.
+Status ParseIsoTime(const std::string& text, std::string_view s, int64_t* ns) {
+  int year, mon, day, hour, min, sec = 0;
+  if (!Field(s, 0, 4, &year) || s.size() < 16 || s[4] != '-' || !Field(s, 5, 2, &mon) ||
+      s[7] != '-' || !Field(s, 8, 2, &day) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !Field(s, 11, 2, &hour) || s[13] != ':' || !Field(s, 14, 2, &min)) {
+    return BadPoint(text, "the time is not of the form YYYY-MM-DDTHH:MM:SSZ");
+  }
+  size_t pos = 16;
+  int64_t frac_ns = 0;
+  if (pos < s.size() && s[pos] == ':') {
+    if (!Field(s, pos + 1, 2, &sec)) return BadPoint(text, "bad seconds");
+    pos += 3;
+    if (pos < s.size() && (s[pos] == '.' || s[pos] == ',')) {
+      pos++;
+      size_t digits = 0;
+      int64_t scale = 100000000;
+      while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+        if (digits < 9) frac_ns += (s[pos] - '0') * scale;
+        scale /= 10;
+        digits++;
+        pos++;
+      }
+      if (digits == 0) return BadPoint(text, "no digits after the decimal point");
+    }
+  }
+  int64_t offset_s = 0;
+  if (pos < s.size()) {
+    if (s[pos] == 'Z' || s[pos] == 'z') {
+      pos++;
+    } else if (s[pos] == '+' || s[pos] == '-') {
+      int oh = 0, om = 0;
+      const int sign = s[pos] == '-' ? -1 : 1;
+      if (!Field(s, pos + 1, 2, &oh)) return BadPoint(text, "bad time zone offset");
+      size_t mpos = pos + 3;
+      if (mpos < s.size() && s[mpos] == ':') mpos++;
+      if (!Field(s, mpos, 2, &om)) return BadPoint(text, "bad time zone offset");
+      if (oh > 23 || om > 59) return BadPoint(text, "bad time zone offset");
+      offset_s = sign * (oh * 3600 + om * 60);
+      pos = mpos + 2;
+    }
+  }
+  if (pos != s.size()) return BadPoint(text, "unexpected '" + std::string(s.substr(pos)) + "'");
+  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1970 || mon < 1 || mon > 12 || day < 1 ||
+      day > kDays[mon - 1] + (mon == 2 && IsLeap(year)) || hour > 23 || min > 59 || sec > 60) {
+    return BadPoint(text, "no such date or time");
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec == 60 ? 59 : sec;  // a leap second reads as the second before
+  const time_t t = timegm(&tm);
+  *ns = (static_cast<int64_t>(t) - offset_s) * 1000000000LL + frac_ns;
+  return Status::Ok();
+}
+
+// -10m, -1h30m, -2d, -90s, -1w.
+Status ParseRelative(const std::string& text, std::string_view s, int64_t* ago_ns) {
+  if (s.empty()) return BadPoint(text, "a relative time needs an amount and a unit, as in -10m");
+  int64_t total_s = 0;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t start = pos;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') pos++;
+    uint64_t n = 0;
+    if (pos == start || !ParseDigits(s.substr(start, pos - start), &n) || n > 1000000000) {
+      return BadPoint(text, "a relative time is an amount and a unit, as in -10m");
+    }
+    if (pos == s.size()) return BadPoint(text, "'" + std::string(s) + "' has no unit (s, m, h, d or w)");
+    int64_t unit = 0;
+    switch (s[pos]) {
+      case 's': unit = 1; break;
+      case 'm': unit = 60; break;
+      case 'h': unit = 3600; break;
+      case 'd': unit = 86400; break;
+      case 'w': unit = 7 * 86400; break;
+      default:
+        return BadPoint(text, std::string("unknown unit '") + s[pos] + "' (s, m, h, d or w)");
+    }
+    pos++;
+    total_s += static_cast<int64_t>(n) * unit;
+    if (total_s > 100LL * 365 * 86400) return BadPoint(text, "more than a century ago");
+  }
+  if (total_s == 0) return BadPoint(text, "a relative time must be in the past");
+  *ago_ns = total_s * 1000000000LL;
+  return Status::Ok();
+}
+
+std::string FormatTime(int64_t ns) {
+  time_t t = static_cast<time_t>(ns / 1000000000LL);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>((ns / 1000000) % 1000));
+  return buf;
+}
+
+}  // namespace
+
+Status ParsePoint(const std::string& text, ParsedPoint* out) {
+  *out = ParsedPoint();
+  if (text.empty()) return BadPoint(text, "it is empty");
+  if (text.rfind("lsn:", 0) == 0) {
+    out->kind = ParsedPoint::Kind::kLsn;
+    if (!ParseDigits(std::string_view(text).substr(4), &out->lsn)) {
+      return BadPoint(text, "lsn: takes a decimal number");
+    }
+    return Status::Ok();
+  }
+  if (text.rfind("time:", 0) == 0) {
+    out->kind = ParsedPoint::Kind::kTime;
+    return ParseIsoTime(text, std::string_view(text).substr(5), &out->time_ns);
+  }
+  if (text[0] == '-') {
+    out->kind = ParsedPoint::Kind::kRelative;
+    return ParseRelative(text, std::string_view(text).substr(1), &out->ago_ns);
+  }
+  Status s = ValidateCheckpointName(text);
+  if (!s.ok()) return BadPoint(text, s.message());
+  out->kind = ParsedPoint::Kind::kCheckpoint;
+  out->name = text;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Resolving points
+
+Status StoreImpl::LoadCheckpoints(std::vector<records::CheckpointRecord>* out) {
+  out->clear();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    records::CheckpointRecord r;
+    Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
+                                         std::string_view(it->value().data(), it->value().size()),
+                                         &r);
+    if (!s.ok()) return s;
+    out->push_back(std::move(r));
+  }
+  return FromRocks(it->status(), "read checkpoints");
+}
+
+Status StoreImpl::GetRedo(uint64_t lsn, records::RedoHeader* h) {
+  std::string value;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), redo_cf_, records::RedoKey(lsn), &value);
+  if (rs.IsNotFound()) {
+    return Status::Corruption("redo record " + std::to_string(lsn) + " is missing from " +
+                              options_.dir);
+  }
+  if (!rs.ok()) return FromRocks(rs, "read redo record " + std::to_string(lsn));
+  return records::DecodeRedo(lsn, value, h);
+}
+
+Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
+  ParsedPoint pp;
+  Status s = ParsePoint(text, &pp);
+  if (!s.ok()) return s;
+  (void)WaitCommitted();
+  const uint64_t newest = last_lsn_.load(std::memory_order_acquire);
+  PointInfo p;
+  p.text = text;
+  switch (pp.kind) {
+    case ParsedPoint::Kind::kCheckpoint: {
+      std::vector<records::CheckpointRecord> cps;
+      if (s = LoadCheckpoints(&cps); !s.ok()) return s;
+      for (const auto& r : cps) {
+        if (r.name != pp.name) continue;
+        p.lsn = r.lsn;
+        p.time_ns = r.time_ns;
+        p.checkpoint_id = r.id;
+        p.checkpoint = r.name;
+        *out = p;
+        return Status::Ok();
+      }
+      return Status::NotFound("no checkpoint named '" + pp.name + "' in " + options_.dir +
+                              " ('rewind list' shows them)");
+    }
+    case ParsedPoint::Kind::kLsn: {
+      if (pp.lsn > newest) {
+        return Status::NotFound("lsn:" + std::to_string(pp.lsn) +
+                                " is beyond the newest write (lsn:" + std::to_string(newest) + ")");
+      }
+      p.lsn = pp.lsn;
+      if (p.lsn == 0) {
+        p.time_ns = meta_.created_ns;
+      } else {
+        records::RedoHeader h;
+        if (s = GetRedo(p.lsn, &h); !s.ok()) return s;
+        p.time_ns = h.time_ns;
+      }
+      *out = p;
+      return Status::Ok();
+    }
+    case ParsedPoint::Kind::kTime:
+    case ParsedPoint::Kind::kRelative: {
+      const int64_t now = static_cast<int64_t>(NowNs());
+      const int64_t t = pp.kind == ParsedPoint::Kind::kTime ? pp.time_ns : now - pp.ago_ns;
+      if (t < meta_.created_ns) {
+        return Status::NotFound("'" + text + "' (" + FormatTime(t) +
+                                ") is before the store was created (" +
+                                FormatTime(meta_.created_ns) + ")");
+      }
+      if (t > now) {
+        return Status::InvalidArgument("'" + text + "' (" + FormatTime(t) + ") is in the future");
+      }
+      // The last write at or before t: times never decrease with the LSN.
+      uint64_t lo = 0, hi = newest;  // answer in [lo, hi]; lsn 0 is creation
+      int64_t lo_time = meta_.created_ns;
+      while (lo < hi) {
+        uint64_t mid = lo + (hi - lo + 1) / 2;
+        records::RedoHeader h;
+        if (s = GetRedo(mid, &h); !s.ok()) return s;
+        if (h.time_ns <= t) {
+          lo = mid;
+          lo_time = h.time_ns;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      p.lsn = lo;
+      p.time_ns = lo_time;
+      *out = p;
+      return Status::Ok();
+    }
+  }
+  return Status::InvalidArgument("unknown point kind");
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots
+
+class SnapshotImpl final : public Snapshot {
+ public:
+  SnapshotImpl(StoreImpl* store, PointInfo point) : store_(store), point_(std::move(point)) {}
+
+  const PointInfo& point() const override { return point_; }
+  uint64_t size() const override { return store_->meta_.size; }
+  uint64_t changed_bytes() const override { return changed_bytes_; }
+
+  Status Build();
+  Status Read(uint64_t offset, uint32_t len, void* buf) override;
+
+ private:
+  struct Source {
+    records::UndoHeader undo;
+    std::vector<uint64_t> redo;  // LSNs laid over the before-image, in order
+  };
+  // The content of block b at the point, from its source.
+  Status Materialize(uint64_t b, const Source& src, char* out);
+  // The source of block b if it was first overwritten after the scan, in
+  // epoch from..to; Corruption when no record is found.
+  Status FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source* out);
+
+  StoreImpl* const store_;
+  const PointInfo point_;
+  uint64_t epoch_ = 0;       // e: the newest checkpoint with lsn <= point
+  uint64_t epoch_lsn_ = 0;   // L_e
+  uint64_t scan_epoch_ = 0;  // the store's epoch when the scan began
+  uint64_t changed_bytes_ = 0;
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Source> blocks_;  // GUARDED_BY(mu_)
+};
+
+Status SnapshotImpl::Build() {
+  StoreImpl& st = *store_;
+  const uint64_t L = point_.lsn;
+  // Epoch first, then wait: every before-image sequenced before the wait is
+  // in RocksDB for the scan; every later one has an epoch >= scan_epoch_.
+  scan_epoch_ = st.epoch_.load(std::memory_order_acquire);
+  (void)st.WaitCommitted();
+  if (L > st.last_lsn_.load(std::memory_order_acquire)) {
+    return Status::NotFound("lsn:" + std::to_string(L) + " is beyond the newest write");
+  }
+  std::vector<records::CheckpointRecord> cps;
+  Status s = st.LoadCheckpoints(&cps);
+  if (!s.ok()) return Status::Corruption("cannot read the checkpoints: " + s.message());
+  for (const auto& r : cps) {
+    if (r.lsn <= L && r.id > epoch_) {
+      epoch_ = r.id;
+      epoch_lsn_ = r.lsn;
+    }
+  }
+  if (point_.checkpoint_id != 0) {  // a checkpoint names its own epoch
+    epoch_ = point_.checkpoint_id;
+    epoch_lsn_ = L;
+  }
+
+  // 1. Undo records of epochs >= e: the first per block wins.
+  std::unordered_set<uint64_t> replay;  // blocks written in (L_e, L]
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        st.db_->NewIterator(rocksdb::ReadOptions(), st.undo_cf_));
+    for (it->Seek(records::UndoKey(epoch_, 0, 0)); it->Valid(); it->Next()) {
+      const std::string_view key(it->key().data(), it->key().size());
+      uint64_t e = 0, b = 0;
+      uint32_t disk = 0;
+      s = records::ParseUndoKey(key, &e, &disk, &b);
+      if (s.ok() && disk != 0) continue;
+      Source src;
+      if (s.ok()) {
+        s = records::DecodeUndo(key, std::string_view(it->value().data(), it->value().size()),
+                                &src.undo);
+      }
+      if (!s.ok()) return Status::Corruption("the point " + point_.text + " needs a damaged record: " + s.message());
+      if (b >= st.BlockCount()) {
+        return Status::Corruption("before-image of block " + std::to_string(b) +
+                                  " lies beyond the disk");
+      }
+      if (blocks_.count(b)) continue;
+      if (e == epoch_ && src.undo.lsn <= L) replay.insert(b);
+      blocks_.emplace(b, std::move(src));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read before-images");
+  }
+
+  // 2. Redo records in (L_e, L] over the blocks they touch.
+  if (L > epoch_lsn_) {
+    std::unique_ptr<rocksdb::Iterator> it(
+        st.db_->NewIterator(rocksdb::ReadOptions(), st.redo_cf_));
+    uint64_t expect = epoch_lsn_ + 1;
+    for (it->Seek(records::RedoKey(expect)); it->Valid() && expect <= L; it->Next(), expect++) {
+      uint64_t lsn = 0;
+      s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
+      records::RedoHeader h;
+      if (s.ok() && lsn != expect) {
+        s = Status::Corruption("redo record " + std::to_string(expect) + " is missing");
+      }
+      if (s.ok()) s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
+      if (s.ok() && (h.length == 0 || h.offset + h.length > st.meta_.size)) {
+        s = Status::Corruption("redo record " + std::to_string(lsn) + " lies beyond the disk");
+      }
+      if (!s.ok()) return Status::Corruption("the point " + point_.text + " needs a damaged record: " + s.message());
+      const uint64_t bs = st.meta_.block_size;
+      for (uint64_t b = h.offset / bs; b <= (h.offset + h.length - 1) / bs; b++) {
+        if (!replay.count(b)) {
+          return Status::Corruption("block " + std::to_string(b) + " written by lsn " +
+                                    std::to_string(lsn) + " has no before-image in epoch " +
+                                    std::to_string(epoch_));
+        }
+        blocks_[b].redo.push_back(lsn);
+      }
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read the redo journal");
+    if (expect <= L) {
+      return Status::Corruption("redo record " + std::to_string(expect) + " is missing");
+    }
+  }
+  changed_bytes_ = blocks_.size() * static_cast<uint64_t>(st.meta_.block_size);
+  return Status::Ok();
+}
+
+Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
+  StoreImpl& st = *store_;
+  const uint64_t bs = st.meta_.block_size;
+  const uint64_t begin = b * bs;
+  const uint64_t len = st.BlockLength(b);
+  std::string payload;
+  if (src.undo.kind == format::UndoKind::kZeros) {
+    std::memset(out, 0, len);
+  } else {
+    if (src.undo.length != len) {
+      return Status::Corruption("before-image of block " + std::to_string(b) + " has length " +
+                                std::to_string(src.undo.length));
+    }
+    const std::string what = "before-image of block " + std::to_string(b);
+    Status s = st.vlog_->Read(VlogRef{src.undo.payload.segment, src.undo.payload.offset},
+                              src.undo.length, what, &payload);
+    if (s.ok()) s = records::CheckPayload(src.undo.payload, payload, what);
+    if (!s.ok()) return s;
+    std::memcpy(out, payload.data(), len);
+  }
+  for (uint64_t lsn : src.redo) {
+    records::RedoHeader h;
+    Status s = st.GetRedo(lsn, &h);
+    if (!s.ok()) return s;
+    const uint64_t lo = std::max(begin, h.offset);
+    const uint64_t hi = std::min(begin + len, h.offset + h.length);
+    if (lo >= hi) continue;
+    if (h.type == format::RedoType::kWrite) {
+      const std::string what = "redo record " + std::to_string(lsn);
+      s = st.vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
+                         static_cast<uint32_t>(h.length), what, &payload);
+      if (s.ok()) s = records::CheckPayload(h.payload, payload, what);
+      if (!s.ok()) return s;
+      std::memcpy(out + (lo - begin), payload.data() + (lo - h.offset), hi - lo);
+    } else {
+      std::memset(out + (lo - begin), 0, hi - lo);
+    }
+  }
+  return Status::Ok();
+}
+
+Status SnapshotImpl::FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source* out) {
+  StoreImpl& st = *store_;
+  (void)st.WaitCommitted();
+  for (uint64_t e = from; e <= to; e++) {
+    const std::string key = records::UndoKey(e, 0, b);
+    std::string value;
+    rocksdb::Status rs = st.db_->Get(rocksdb::ReadOptions(), st.undo_cf_, key, &value);
+    if (rs.IsNotFound()) continue;
+    if (!rs.ok()) return FromRocks(rs, "read before-image");
+    return records::DecodeUndo(key, value, &out->undo);
+  }
+  return Status::Corruption("block " + std::to_string(b) +
+                            " changed after the snapshot opened but has no before-image");
+}
+
+Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
+  StoreImpl& st = *store_;
+  if (offset > st.meta_.size || len > st.meta_.size - offset) {
+    return Status::InvalidArgument("read beyond the end of the disk");
+  }
+  if (len == 0) return Status::Ok();
+  char* const dst = static_cast<char*>(buf);
+  const uint64_t bs = st.meta_.block_size;
+  const uint64_t ps = st.page_size_;
+  const uint64_t end = offset + len;
+  const uint64_t last = (end - 1) / bs;
+  std::unique_ptr<char[]> block(new char[bs]);
+  uint64_t b = offset / bs;
+  while (b <= last) {
+    // A block of the past, or a run of blocks the live disk still holds.
+    Source src;
+    uint64_t run_end = b;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = blocks_.find(b);
+      if (it != blocks_.end()) {
+        src = it->second;
+      } else {
+        run_end = b + 1;
+        while (run_end <= last && !blocks_.count(run_end)) run_end++;
+      }
+    }
+    const uint64_t lo = std::max(offset, b * bs);
+    if (run_end == b) {  // from the journal
+      const uint64_t hi = std::min(end, (b + 1) * bs);
+      Status s = Materialize(b, src, block.get());
+      if (!s.ok()) return s;
+      std::memcpy(dst + (lo - offset), block.get() + (lo - b * bs), hi - lo);
+      b++;
+      continue;
+    }
+    // From the live disk, under the run's range lock, unless a block was
+    // first overwritten since the scan (its stamp says so).
+    const uint64_t hi = std::min(end, run_end * bs);
+    std::vector<std::pair<uint64_t, uint32_t>> late;  // block, stamp
+    {
+      const uint64_t lock_lo = b * bs / ps * ps;
+      const uint64_t lock_hi = std::min<uint64_t>((std::min(run_end * bs, st.meta_.size) + ps - 1) / ps * ps,
+                                                  (st.meta_.size + ps - 1) / ps * ps);
+      st.range_lock_.Lock(lock_lo, lock_hi);
+      for (uint64_t x = b; x < run_end; x++) {
+        const uint32_t stamp = st.stamps_.Get(x);
+        if (stamp != 0 && stamp - 1 >= scan_epoch_) late.emplace_back(x, stamp);
+      }
+      Status s = st.ReadLogical(lo, hi - lo, dst + (lo - offset));
+      st.range_lock_.Unlock(lock_lo, lock_hi);
+      if (!s.ok()) return s;
+    }
+    for (const auto& [x, stamp] : late) {
+      Source late_src;
+      Status s = FindLateUndo(x, scan_epoch_, stamp - 1, &late_src);
+      if (!s.ok()) return s;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        blocks_.emplace(x, late_src);
+      }
+      s = Materialize(x, late_src, block.get());
+      if (!s.ok()) return s;
+      const uint64_t xlo = std::max(lo, x * bs);
+      const uint64_t xhi = std::min(hi, (x + 1) * bs);
+      std::memcpy(dst + (xlo - offset), block.get() + (xlo - x * bs), xhi - xlo);
+    }
+    b = run_end;
+  }
+  return Status::Ok();
+}
+
+Status StoreImpl::OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) {
+  auto snap = std::make_unique<SnapshotImpl>(this, point);
+  Status s = snap->Build();
+  if (!s.ok()) return s;
+  *out = std::move(snap);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Restore
+
+namespace {
+
+bool AllZeroBytes(const char* p, size_t n) {
+  static const char zeros[4096] = {};
+  while (n > 0) {
+    size_t k = std::min(n, sizeof zeros);
+    if (std::memcmp(p, zeros, k) != 0) return false;
+    p += k;
+    n -= k;
+  }
+  return true;
+}
+
+Status WriteAll(int fd, const char* p, size_t len, uint64_t off, const std::string& path) {
+  while (len > 0) {
+    ssize_t r = pwrite(fd, p, len, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Status::FromErrno(errno, "write " + path);
+    p += r;
+    off += static_cast<uint64_t>(r);
+    len -= static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
+                          RestoreResult* result) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string& output = options.output;
+  if (output.empty()) return Status::InvalidArgument("restore needs an output file");
+  std::string dir = ".", base = output;
+  if (size_t slash = output.rfind('/'); slash != std::string::npos) {
+    dir = slash == 0 ? "/" : output.substr(0, slash);
+    base = output.substr(slash + 1);
+  }
+  if (base.empty() || base == "." || base == "..") {
+    return Status::InvalidArgument("restore output '" + output + "' is not a file name");
+  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::NotFound("restore output directory '" + dir + "' does not exist");
+  }
+  if (stat(output.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      return Status::InvalidArgument("restore output '" + output + "' is a directory");
+    }
+    if (!options.overwrite) {
+      return Status::AlreadyExists("restore output '" + output +
+                                   "' exists (--force replaces it)");
+    }
+  }
+
+  std::unique_ptr<Snapshot> snap;
+  Status s = OpenSnapshot(point, &snap);
+  if (!s.ok()) return s;
+
+  std::string tmp = dir + "/." + base + ".rewind-XXXXXX";
+  int fd = mkstemp(tmp.data());
+  if (fd < 0) return Status::FromErrno(errno, "create a temporary file in " + dir);
+  bool keep = false;
+  struct Cleanup {
+    int& fd;
+    const std::string& path;
+    bool& keep;
+    ~Cleanup() {
+      if (fd >= 0) close(fd);
+      if (!keep) unlink(path.c_str());
+    }
+  } cleanup{fd, tmp, keep};
+
+  const uint64_t size = meta_.size;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) return Status::FromErrno(errno, "truncate " + tmp);
+  constexpr uint64_t kChunk = 1 << 20;
+  constexpr uint64_t kPiece = 4096;
+  std::unique_ptr<char[]> buf(new char[kChunk]);
+  uint64_t data_bytes = 0;
+  for (uint64_t off = 0; off < size; off += kChunk) {
+    const uint64_t n = std::min(kChunk, size - off);
+    s = snap->Read(off, static_cast<uint32_t>(n), buf.get());
+    if (!s.ok()) return s;
+    // Runs of pieces that are not all zeros; the rest stays a hole.
+    uint64_t run = 0, pos = 0;
+    bool in_run = false;
+    for (pos = 0; pos < n; pos += kPiece) {
+      const uint64_t k = std::min(kPiece, n - pos);
+      const bool zero = AllZeroBytes(buf.get() + pos, k);
+      if (!zero && !in_run) {
+        run = pos;
+        in_run = true;
+      } else if (zero && in_run) {
+        if (s = WriteAll(fd, buf.get() + run, pos - run, off + run, tmp); !s.ok()) return s;
+        data_bytes += pos - run;
+        in_run = false;
+      }
+    }
+    if (in_run) {
+      if (s = WriteAll(fd, buf.get() + run, n - run, off + run, tmp); !s.ok()) return s;
+      data_bytes += n - run;
+    }
+    if (options.progress && !options.progress(off + n, size)) {
+      return Status::Aborted("restore interrupted");
+    }
+  }
+  if (fdatasync(fd) != 0) return Status::FromErrno(errno, "sync " + tmp);
+  if (close(fd) != 0) {
+    fd = -1;
+    return Status::FromErrno(errno, "close " + tmp);
+  }
+  fd = -1;
+  if (options.overwrite) {
+    if (rename(tmp.c_str(), output.c_str()) != 0) return Status::FromErrno(errno, "rename to " + output);
+  } else {
+    // Never replace a file that appeared meanwhile.
+    if (link(tmp.c_str(), output.c_str()) != 0) {
+      if (errno == EEXIST) {
+        return Status::AlreadyExists("restore output '" + output + "' exists (--force replaces it)");
+      }
+      return Status::FromErrno(errno, "create " + output);
+    }
+    unlink(tmp.c_str());
+  }
+  keep = true;
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    const int rc = fsync(dfd);
+    const int err = errno;
+    close(dfd);
+    if (rc != 0) return Status::FromErrno(err, "sync directory " + dir);
+  }
+  if (result) {
+    result->point = snap->point();
+    result->bytes = size;
+    result->data_bytes = data_bytes;
+    result->changed_bytes = snap->changed_bytes();
+    result->seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return Status::Ok();
+}
+
+}  // namespace rwd
