@@ -67,22 +67,27 @@ void SetFaultHook(std::function<void(std::string_view)> h) {
 
 const std::vector<std::string_view>& AllFaultPoints() {
   static const std::vector<std::string_view> points = {
-      "write.before_commit",      // a write's records are built, nothing journaled
-      "write.before_vlog",        // payloads built, not yet in the payload log
-      "write.after_commit",       // journaled (not synced), not yet acknowledged
-      "write.before_ack",         // visible in the overlay, about to return
+      "write.before_commit",      // a write's pages and before-images are read, not sequenced
+      "write.before_vlog",        // the committer built a group, its payloads not yet appended
+      "write.after_commit",       // a group is in RocksDB (not synced)
+      "write.before_ack",         // sequenced: visible in the overlay, about to return
       "flush.before_sync",        // a flush is about to sync the journal
       "flush.after_vlog_sync",    // payloads synced, RocksDB's WAL not yet
       "flush.after_sync",         // the journal is synced, flush not yet acknowledged
       "apply.before_image_write", // durable records are about to reach the image
       "apply.after_image_write",  // the image holds them, not yet synced
       "apply.after_image_sync",   // image synced, applied LSN not yet recorded
-      "zero.after_commit",        // a zero/trim is journaled, the image untouched
-      "checkpoint.before_commit", // a checkpoint marker is built, not journaled
-      "checkpoint.after_commit",  // journaled, not yet synced
+      "zero.after_commit",        // a zero/trim is durable and applied, not yet acknowledged
+      "checkpoint.before_commit", // a checkpoint is sequenced, not yet durable
+      "checkpoint.after_commit",  // a group with a checkpoint is in RocksDB, not synced
+      "rollback.after_checkpoint",  // the before-rollback checkpoint is durable, no marker
+      "rollback.after_marker",    // the marker is durable, no block rewritten yet
+      "rollback.after_write",     // one more run of blocks rewritten (not synced)
+      "rollback.before_clear",    // every block rewritten and flushed, marker still there
       "recovery.replay",          // recovery is replaying one record into the image
       "recovery.before_sync",     // recovery replayed the journal, image not synced
       "recovery.after_sync",      // image synced, applied LSN not yet recorded
+      "recovery.rollback",        // open found a rollback marker, about to finish it
       "create.before_meta",       // a new store has its journal, no meta file yet
   };
   return points;

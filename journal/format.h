@@ -35,6 +35,12 @@ inline constexpr const char* kMetaUuid = "uuid";
 // Every redo record with LSN <= applied_lsn is in the image and the image
 // was synced after it was written (u64, little-endian).
 inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
+// Present while a rollback runs (synced before its first write, deleted,
+// synced, after its flush); Open finishes the rollback it names.  Value
+// (little-endian): u64 target lsn, u64 id of the before-rollback
+// checkpoint, u64 checksum = XXH3_64bits(key || value[0..16)).
+inline constexpr const char* kMetaRollback = "rollback";
+inline constexpr size_t kRollbackValueSize = 24;
 // Prefix of the per-epoch before-image byte counters (merge: u64 add).
 inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
 

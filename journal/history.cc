@@ -26,10 +26,14 @@
 #include "records.h"
 #include "store_impl.h"
 
+#include <rewind/journal/fault_point.h>
+#include <rocksdb/write_batch.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -49,8 +53,24 @@ constexpr const char* kPointHelp =
     "a POINT is a checkpoint name, lsn:N, time:YYYY-MM-DDTHH:MM:SS[.frac]Z or a relative time "
     "such as -10m";
 
+// text as it may appear in a one-line message: control characters escaped.
+std::string Printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 Status BadPoint(const std::string& text, const std::string& why) {
-  return Status::InvalidArgument("bad point '" + text + "': " + why + " (" + kPointHelp + ")");
+  return Status::InvalidArgument("bad point '" + Printable(text) + "': " + Printable(why) + " (" +
+                                 kPointHelp + ")");
 }
 
 bool ParseDigits(std::string_view s, uint64_t* out) {
@@ -119,7 +139,8 @@ Status ParseIsoTime(const std::string& text, std::string_view s, int64_t* ns) {
   }
   if (pos != s.size()) return BadPoint(text, "unexpected '" + std::string(s.substr(pos)) + "'");
   static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (year < 1970 || mon < 1 || mon > 12 || day < 1 ||
+  // Nanoseconds since 1970 in an int64 end in 2262.
+  if (year < 1970 || year > 2261 || mon < 1 || mon > 12 || day < 1 ||
       day > kDays[mon - 1] + (mon == 2 && IsLeap(year)) || hour > 23 || min > 59 || sec > 60) {
     return BadPoint(text, "no such date or time");
   }
@@ -237,8 +258,9 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
   ParsedPoint pp;
   Status s = ParsePoint(text, &pp);
   if (!s.ok()) return s;
-  (void)WaitCommitted();
+  // Newest first: every LSN up to it is then in RocksDB after the wait.
   const uint64_t newest = last_lsn_.load(std::memory_order_acquire);
+  (void)WaitCommitted();
   PointInfo p;
   p.text = text;
   switch (pp.kind) {
@@ -283,7 +305,9 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
                                 FormatTime(meta_.created_ns) + ")");
       }
       if (t > now) {
-        return Status::InvalidArgument("'" + text + "' (" + FormatTime(t) + ") is in the future");
+        return Status::NotFound("'" + text + "' (" + FormatTime(t) +
+                                ") is in the future: the history ends now, at lsn:" +
+                                std::to_string(newest));
       }
       // The last write at or before t: times never decrease with the LSN.
       uint64_t lo = 0, hi = newest;  // answer in [lo, hi]; lsn 0 is creation
@@ -321,6 +345,15 @@ class SnapshotImpl final : public Snapshot {
 
   Status Build();
   Status Read(uint64_t offset, uint32_t len, void* buf) override;
+  // The blocks changed since the point (as of Build), ascending.
+  std::vector<uint64_t> ChangedBlocks() {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<uint64_t> out;
+    out.reserve(blocks_.size());
+    for (const auto& [b, src] : blocks_) out.push_back(b);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
 
  private:
   struct Source {
@@ -349,8 +382,9 @@ Status SnapshotImpl::Build() {
   // Epoch first, then wait: every before-image sequenced before the wait is
   // in RocksDB for the scan; every later one has an epoch >= scan_epoch_.
   scan_epoch_ = st.epoch_.load(std::memory_order_acquire);
+  const uint64_t newest = st.last_lsn_.load(std::memory_order_acquire);
   (void)st.WaitCommitted();
-  if (L > st.last_lsn_.load(std::memory_order_acquire)) {
+  if (L > newest) {
     return Status::NotFound("lsn:" + std::to_string(L) + " is beyond the newest write");
   }
   std::vector<records::CheckpointRecord> cps;
@@ -362,10 +396,8 @@ Status SnapshotImpl::Build() {
       epoch_lsn_ = r.lsn;
     }
   }
-  if (point_.checkpoint_id != 0) {  // a checkpoint names its own epoch
-    epoch_ = point_.checkpoint_id;
-    epoch_lsn_ = L;
-  }
+  // (For a checkpoint point this is the checkpoint itself or a later one
+  // at the same LSN: no write lies between them, so the same state.)
 
   // 1. Undo records of epochs >= e: the first per block wins.
   std::unordered_set<uint64_t> replay;  // blocks written in (L_e, L]
@@ -427,7 +459,8 @@ Status SnapshotImpl::Build() {
       return Status::Corruption("redo record " + std::to_string(expect) + " is missing");
     }
   }
-  changed_bytes_ = blocks_.size() * static_cast<uint64_t>(st.meta_.block_size);
+  changed_bytes_ = 0;
+  for (const auto& [b, src] : blocks_) changed_bytes_ += st.BlockLength(b);
   return Status::Ok();
 }
 
@@ -710,6 +743,215 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Rollback
+//
+// 1. A checkpoint before-rollback-<time>: the state being left, so that the
+//    rollback can be undone like any other change.
+// 2. The marker (meta "rollback": target lsn, that checkpoint's id), synced.
+// 3. For every block changed since the target, the target content is
+//    written through the journal where it differs from the live disk
+//    (zeros as a trim), then a flush.
+// 4. The marker is deleted, synced.
+// A crash after 2 leaves the marker: Open runs step 3 and 4 again.  Step 3
+// is idempotent (it writes the target content of the blocks that differ),
+// and the target's content never changes, so finishing later gives the
+// same disk.  Before 2, the checkpoint alone is left: harmless.
+
+namespace {
+
+std::string RollbackCheckpointName(int64_t ns) {
+  time_t t = static_cast<time_t>(ns / 1000000000LL);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "before-rollback-%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+std::string EncodeRollbackMarker(uint64_t lsn, uint64_t checkpoint_id) {
+  std::string v(format::kRollbackValueSize, '\0');
+  records::PutLE64(v.data(), lsn);
+  records::PutLE64(v.data() + 8, checkpoint_id);
+  std::string covered = std::string(format::kMetaRollback) + v.substr(0, 16);
+  records::PutLE64(v.data() + 16, records::PayloadHash(covered));
+  return v;
+}
+
+Status DecodeRollbackMarker(const std::string& v, uint64_t* lsn, uint64_t* checkpoint_id) {
+  if (v.size() != format::kRollbackValueSize) {
+    return Status::Corruption("the rollback marker has " + std::to_string(v.size()) + " bytes");
+  }
+  std::string covered = std::string(format::kMetaRollback) + v.substr(0, 16);
+  if (records::GetLE64(v.data() + 16) != records::PayloadHash(covered)) {
+    return Status::Corruption("the rollback marker fails its checksum");
+  }
+  *lsn = records::GetLE64(v.data());
+  *checkpoint_id = records::GetLE64(v.data() + 8);
+  return Status::Ok();
+}
+
+}  // namespace
+
+// A synced write of meta records.  The payload log is synced first, under
+// wal_mu_: syncing the WAL makes every record in it durable, and each of
+// those found its payload appended before it could take wal_mu_.
+Status StoreImpl::SyncedMetaWrite(rocksdb::WriteBatch* batch) {
+  std::lock_guard<std::mutex> w(wal_mu_);
+  if (refused_.load(std::memory_order_acquire)) return CheckWritable();
+  Status s = vlog_->Sync();
+  if (!s.ok()) {
+    Refuse(s);
+    return s;
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  s = FromRocks(db_->Write(wo, batch), "write the rollback marker");
+  if (!s.ok()) Refuse(s);
+  return s;
+}
+
+Status StoreImpl::PutRollbackMarker(uint64_t lsn, uint64_t checkpoint_id) {
+  rocksdb::WriteBatch b;
+  rocksdb::Status rs = b.Put(meta_cf_, format::kMetaRollback, EncodeRollbackMarker(lsn, checkpoint_id));
+  if (!rs.ok()) return FromRocks(rs, "rollback marker");
+  return SyncedMetaWrite(&b);
+}
+
+Status StoreImpl::DeleteRollbackMarker() {
+  rocksdb::WriteBatch b;
+  rocksdb::Status rs = b.Delete(meta_cf_, format::kMetaRollback);
+  if (!rs.ok()) return FromRocks(rs, "rollback marker");
+  return SyncedMetaWrite(&b);
+}
+
+Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64_t* examined,
+                                uint64_t* rewritten) {
+  PointInfo target;
+  target.lsn = lsn;
+  target.text = "lsn:" + std::to_string(lsn);
+  std::unique_ptr<SnapshotImpl> snap(new SnapshotImpl(this, target));
+  Status s = snap->Build();
+  if (!s.ok()) return s;
+  const std::vector<uint64_t> blocks = snap->ChangedBlocks();
+  const uint64_t bs = meta_.block_size;
+  uint64_t total = 0;
+  for (uint64_t b : blocks) total += BlockLength(b);
+  constexpr uint64_t kRunBytes = 1 << 20;
+  std::vector<char> want, have;
+  *examined = 0;
+  *rewritten = 0;
+  size_t i = 0;
+  while (i < blocks.size()) {
+    // A run of consecutive changed blocks, at most kRunBytes.
+    size_t j = i + 1;
+    while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1 && (j - i) * bs < kRunBytes) j++;
+    const uint64_t off = blocks[i] * bs;
+    const uint64_t len = std::min<uint64_t>((j - i) * bs, meta_.size - off);
+    want.resize(len);
+    have.resize(len);
+    s = snap->Read(off, static_cast<uint32_t>(len), want.data());
+    if (s.ok()) s = Read(off, static_cast<uint32_t>(len), have.data());
+    if (!s.ok()) return s;
+    // Write the blocks that differ, a differing stretch at a time.
+    uint64_t pos = 0;
+    while (pos < len) {
+      const uint64_t blen = std::min(bs, len - pos);
+      if (std::memcmp(want.data() + pos, have.data() + pos, blen) == 0) {
+        pos += blen;
+        continue;
+      }
+      uint64_t end = pos + blen;
+      while (end < len) {
+        const uint64_t n = std::min(bs, len - end);
+        if (std::memcmp(want.data() + end, have.data() + end, n) == 0) break;
+        end += n;
+      }
+      // Zeros as a trim (the image stays sparse), data as a write.
+      uint64_t p = pos;
+      while (p < end) {
+        const bool zero = AllZeroBytes(want.data() + p, std::min(bs, end - p));
+        uint64_t q = p;
+        while (q < end && AllZeroBytes(want.data() + q, std::min(bs, end - q)) == zero) {
+          q += std::min(bs, end - q);
+        }
+        s = zero ? Zero(off + p, q - p, false, /*trim=*/true)
+                 : Write(off + p, static_cast<uint32_t>(q - p), want.data() + p, false);
+        if (!s.ok()) return s;
+        FaultPoint("rollback.after_write");
+        p = q;
+      }
+      *rewritten += end - pos;
+      pos = end;
+    }
+    *examined += len;
+    if (progress && !progress(std::min(*examined, total), total)) {
+      return Status::Aborted("rollback interrupted; it finishes when the store is next opened");
+    }
+    i = j;
+  }
+  return Flush();
+}
+
+Status StoreImpl::Rollback(const PointInfo& point, const RollbackOptions& options,
+                           RollbackResult* out) {
+  const auto start = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> rb(rollback_mu_);
+  Status s = CheckWritable();
+  if (!s.ok()) return s;
+  if (point.lsn > last_lsn_.load(std::memory_order_acquire)) {
+    return Status::NotFound("lsn:" + std::to_string(point.lsn) + " is beyond the newest write");
+  }
+  // 1. The state being left, as a checkpoint.
+  CheckpointInfo before;
+  const std::string base = RollbackCheckpointName(static_cast<int64_t>(NowNs()));
+  for (int n = 1;; n++) {
+    s = Checkpoint(n == 1 ? base : base + "-" + std::to_string(n), &before);
+    if (s.code() != Status::Code::kAlreadyExists) break;
+  }
+  if (!s.ok()) return s;
+  FaultPoint("rollback.after_checkpoint");
+  // 2. The marker.
+  s = PutRollbackMarker(point.lsn, before.id);
+  if (!s.ok()) return s;
+  FaultPoint("rollback.after_marker");
+  // 3. The blocks.
+  uint64_t examined = 0, rewritten = 0;
+  s = ApplyRollback(point.lsn, options.progress, &examined, &rewritten);
+  if (!s.ok()) return s;
+  FaultPoint("rollback.before_clear");
+  // 4. Done.
+  s = DeleteRollbackMarker();
+  if (!s.ok()) return s;
+  if (out) {
+    out->point = point;
+    out->before = before;
+    out->examined_bytes = examined;
+    out->rewritten_bytes = rewritten;
+    out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return Status::Ok();
+}
+
+Status StoreImpl::ResumeRollback() {
+  std::string v;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaRollback, &v);
+  if (rs.IsNotFound()) return Status::Ok();
+  if (!rs.ok()) return FromRocks(rs, "read the rollback marker");
+  uint64_t lsn = 0, cp = 0;
+  Status s = DecodeRollbackMarker(v, &lsn, &cp);
+  if (!s.ok()) return Status::Corruption("cannot finish an interrupted rollback: " + s.message());
+  std::lock_guard<std::mutex> rb(rollback_mu_);
+  FaultPoint("recovery.rollback");
+  uint64_t examined = 0, rewritten = 0;
+  s = ApplyRollback(lsn, nullptr, &examined, &rewritten);
+  if (!s.ok()) {
+    return s.WithPrefix("finishing an interrupted rollback to lsn " + std::to_string(lsn));
+  }
+  return DeleteRollbackMarker();
 }
 
 }  // namespace rwd

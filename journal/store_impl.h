@@ -186,6 +186,8 @@ class StoreImpl final : public Store {
   Status OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) override;
   Status Restore(const PointInfo& point, const RestoreOptions& options,
                  RestoreResult* out) override;
+  Status Rollback(const PointInfo& point, const RollbackOptions& options,
+                  RollbackResult* out) override;
   Status Close() override;
 
  private:
@@ -199,6 +201,19 @@ class StoreImpl final : public Store {
   friend class SnapshotImpl;
   Status LoadCheckpoints(std::vector<records::CheckpointRecord>* out);
   Status GetRedo(uint64_t lsn, records::RedoHeader* h);
+  // rollback.cc
+  // Writes the old content of every block changed since lsn; the caller
+  // holds rollback_mu_.  examined/rewritten: bytes.
+  Status ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64_t* examined,
+                       uint64_t* rewritten);
+  // The rollback marker in the meta family, written and deleted with a
+  // synced WAL write (payload log synced first).
+  Status PutRollbackMarker(uint64_t lsn, uint64_t checkpoint_id);
+  Status DeleteRollbackMarker();
+  Status SyncedMetaWrite(rocksdb::WriteBatch* batch);
+  // Finishes a rollback a crash interrupted (Init calls it).
+  Status ResumeRollback();
+  std::mutex rollback_mu_;
 
   // store_write.cc
   Status CheckWritable() const;

@@ -321,7 +321,7 @@ Status StoreImpl::Init(bool created) {
     pthread_setname_np(pthread_self(), "rwd-applier");
     ApplierLoop();
   });
-  return Status::Ok();
+  return ResumeRollback();
 }
 
 // Brings the image in line with the journal: replays every redo record

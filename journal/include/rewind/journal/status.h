@@ -44,6 +44,10 @@ class [[nodiscard]] Status {
   static Status Aborted(std::string m) { return {Code::kAborted, std::move(m)}; }
   // An I/O failure from a syscall's errno (ENOSPC becomes kNoSpace).
   static Status FromErrno(int err, const std::string& what);
+  // The same status with "prefix: " before its message.
+  Status WithPrefix(const std::string& prefix) const {
+    return Status(code_, prefix + ": " + message_, errno_);
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -103,7 +103,9 @@ struct StoreInfo {
 // `lsn` (0: as the store was created, before any write).
 struct PointInfo {
   uint64_t lsn = 0;
-  int64_t time_ns = 0;         // when that write was made (creation for lsn 0)
+  // When the checkpoint was taken, for a checkpoint; else when write `lsn`
+  // was made (the store's creation for lsn 0).
+  int64_t time_ns = 0;
   uint64_t checkpoint_id = 0;  // the checkpoint the point names, else 0
   std::string checkpoint;      // its name
   std::string text;            // the POINT as given, for messages
@@ -133,8 +135,9 @@ class Snapshot {
   // len > 0, range within size().  Corruption when a record the point
   // needs is damaged: a damaged point is never served.
   [[nodiscard]] virtual Status Read(uint64_t offset, uint32_t len, void* buf) = 0;
-  // Bytes of the disk that differ from the live disk as the snapshot was
-  // opened (blocks changed since the point); for progress estimates.
+  // Bytes the snapshot takes from the journal rather than the live disk,
+  // as of opening: the blocks changed since the newest checkpoint at or
+  // before the point (a measure of its cost, not an exact diff).
   virtual uint64_t changed_bytes() const = 0;
 };
 
@@ -153,6 +156,18 @@ struct RestoreResult {
   uint64_t bytes = 0;          // the image's size
   uint64_t data_bytes = 0;     // bytes written (the rest are holes)
   uint64_t changed_bytes = 0;  // bytes taken from the journal, not the live disk
+  double seconds = 0;
+};
+
+struct RollbackOptions {
+  ProgressFn progress;  // may be null; bytes of changed blocks examined
+};
+
+struct RollbackResult {
+  PointInfo point;          // where the disk was put back to
+  CheckpointInfo before;    // the before-rollback-... checkpoint: the undo
+  uint64_t examined_bytes = 0;   // blocks changed since the point
+  uint64_t rewritten_bytes = 0;  // of which differed from the target and were written
   double seconds = 0;
 };
 
@@ -212,6 +227,15 @@ class Store {
   // serving meanwhile.
   [[nodiscard]] virtual Status Restore(const PointInfo& point, const RestoreOptions& options,
                                        RestoreResult* out) = 0;
+  // Puts the live disk back to point, in place.  First records a
+  // checkpoint named before-rollback-<UTC time> (so the rollback can itself
+  // be undone), then writes, through the journal like any write, the old
+  // content of every block changed since point.  History is kept: every
+  // later point stays reachable.  Crash-safe: a rollback interrupted by a
+  // crash is finished when the store is next opened.  The caller must keep
+  // other writers away while it runs.
+  [[nodiscard]] virtual Status Rollback(const PointInfo& point, const RollbackOptions& options,
+                                        RollbackResult* out) = 0;
 
   // Stops background work, syncs everything and closes.  Called by the
   // destructor when not called before.
