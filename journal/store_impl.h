@@ -188,6 +188,8 @@ class StoreImpl final : public Store {
                  RestoreResult* out) override;
   Status Rollback(const PointInfo& point, const RollbackOptions& options,
                   RollbackResult* out) override;
+  Status Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) override;
+  Status Verify(const ProgressFn& progress, VerifyReport* out) override;
   Status Close() override;
 
  private:

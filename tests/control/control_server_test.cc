@@ -91,6 +91,14 @@ class FakeStore : public rwd::Store {
   Status Restore(const rwd::PointInfo&, const rwd::RestoreOptions&, rwd::RestoreResult*) override {
     return Unused();
   }
+  Status Rollback(const rwd::PointInfo&, const rwd::RollbackOptions&,
+                  rwd::RollbackResult*) override {
+    return Unused();
+  }
+  Status Diff(const rwd::PointInfo&, const rwd::PointInfo&, rwd::DiffResult*) override {
+    return Unused();
+  }
+  Status Verify(const rwd::ProgressFn&, rwd::VerifyReport*) override { return Unused(); }
 
   Status Close() override { return Status::Ok(); }
 

@@ -171,6 +171,29 @@ struct RollbackResult {
   double seconds = 0;
 };
 
+struct DiffRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct DiffResult {
+  PointInfo from, to;
+  std::vector<DiffRange> ranges;  // ascending, disjoint, not adjacent
+  uint64_t bytes = 0;             // total length of the ranges
+  uint64_t records = 0;           // redo records between the points
+};
+
+// What verification found.  clean() when nothing is damaged.
+struct VerifyReport {
+  uint64_t redo_records = 0;
+  uint64_t undo_records = 0;
+  uint64_t checkpoints = 0;
+  uint64_t payload_bytes = 0;    // payloads read and hash-checked
+  uint64_t image_pages_checked = 0;
+  std::vector<std::string> damage;  // one line each, naming what is damaged
+  bool clean() const { return damage.empty(); }
+};
+
 class Store {
  public:
   // Opens the store in options.dir, creating it when create_if_missing and
@@ -236,6 +259,17 @@ class Store {
   // other writers away while it runs.
   [[nodiscard]] virtual Status Rollback(const PointInfo& point, const RollbackOptions& options,
                                         RollbackResult* out) = 0;
+  // The byte ranges whose content differs between two points (in either
+  // order), from the redo records between them: only the ranges written in
+  // between are read, at both points, to drop those written back to the
+  // same bytes.
+  [[nodiscard]] virtual Status Diff(const PointInfo& from, const PointInfo& to,
+                                    DiffResult* out) = 0;
+  // Checks every record's checksum and payload hash, the journal's
+  // invariants and, where the journal holds a page's newest content, the
+  // live image against it.  Damage goes into the report (OK status); the
+  // status fails only when verification itself could not run.
+  [[nodiscard]] virtual Status Verify(const ProgressFn& progress, VerifyReport* out) = 0;
 
   // Stops background work, syncs everything and closes.  Called by the
   // destructor when not called before.
