@@ -8,9 +8,10 @@
 // FMODE_BUF_WASYNC).  Where it cannot (ext4, tmpfs), io_uring hands every
 // buffered write to an io-wq worker thread: on a 2-core machine that costs
 // more than it saves (measured: 4 KiB random writes at QD32 went from about
-// 52k to 58k IOPS with plain pwrite on ext4; docs/performance.md).  Open
-// asks the kernel which case it is in with one RWF_NOWAIT write, which the
-// file systems without inline buffered writes refuse with EOPNOTSUPP.
+// 52k to 58k IOPS with plain pwrite on ext4).  Open asks the kernel which
+// case it is in with one RWF_NOWAIT write to a temporary file beside the
+// image, which file systems without inline buffered writes refuse with
+// EOPNOTSUPP.
 #include <rewind/journal/image_file.h>
 
 #include <fcntl.h>
@@ -31,22 +32,28 @@ namespace {
 
 constexpr unsigned kWriteDepth = 128;
 
-// Whether buffered writes to fd can complete without blocking, i.e. whether
-// io_uring runs them inline rather than in a worker thread.  Probes with an
-// RWF_NOWAIT rewrite of the file's first block with its own bytes: ext4
-// and others refuse RWF_NOWAIT buffered writes up front (EOPNOTSUPP) and
-// write nothing; XFS and btrfs take it (or answer EAGAIN when the page is
-// not cached, which still says they can).  Called before anyone else uses
-// the file.
-bool BufferedWritesNoWait(int fd, uint64_t size) {
-  char block[4096];
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(size, sizeof block));
-  if (n == 0) return false;
-  ssize_t r = pread(fd, block, n, 0);
-  if (r <= 0) return false;
-  iovec iov{block, static_cast<size_t>(r)};
-  ssize_t w = pwritev2(fd, &iov, 1, 0, RWF_NOWAIT);
-  return w >= 0 || errno == EAGAIN;
+// Whether buffered writes to files in dir can complete without blocking,
+// i.e. whether io_uring runs them inline rather than in a worker thread.
+// Probes an unnamed temporary file (O_TMPFILE) in the image's directory,
+// so the image itself is never written at open: one page written, then
+// rewritten with RWF_NOWAIT, which ext4 and others refuse up front
+// (EOPNOTSUPP) and XFS and btrfs take (or answer EAGAIN, which still says
+// they can).  No O_TMPFILE support or no write access: assume not.
+bool BufferedWritesNoWait(const std::string& image_path) {
+  const size_t slash = image_path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : image_path.substr(0, slash));
+  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  char block[4096] = {};
+  bool nowait = false;
+  if (pwrite(fd, block, sizeof block, 0) == static_cast<ssize_t>(sizeof block)) {
+    iovec iov{block, sizeof block};
+    ssize_t w = pwritev2(fd, &iov, 1, 0, RWF_NOWAIT);
+    nowait = w >= 0 || errno == EAGAIN;
+  }
+  close(fd);
+  return nowait;
 }
 
 struct ThreadRing {
@@ -82,7 +89,7 @@ class UringImageFile final : public ImageFile {
  public:
   UringImageFile(int fd, uint64_t size, std::string path)
       : fd_(fd), size_(size), path_(std::move(path)) {
-    if (BufferedWritesNoWait(fd_, size_)) {
+    if (BufferedWritesNoWait(path_)) {
       ring_ok_ = io_uring_queue_init(kWriteDepth, &ring_, 0) == 0;
     }
   }
