@@ -84,6 +84,8 @@ const std::vector<std::string_view>& AllFaultPoints() {
       "rollback.after_marker",    // the marker is durable, no block rewritten yet
       "rollback.after_write",     // one more run of blocks rewritten (not synced)
       "rollback.before_clear",    // every block rewritten and flushed, marker still there
+      "prune.before_commit",      // prune chose what goes, nothing deleted yet
+      "prune.after_commit",       // records deleted (synced), payload segments not yet
       "recovery.replay",          // recovery is replaying one record into the image
       "recovery.before_sync",     // recovery replayed the journal, image not synced
       "recovery.after_sync",      // image synced, applied LSN not yet recorded

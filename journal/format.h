@@ -41,6 +41,9 @@ inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
 // checkpoint, u64 checksum = XXH3_64bits(key || value[0..16)).
 inline constexpr const char* kMetaRollback = "rollback";
 inline constexpr size_t kRollbackValueSize = 24;
+// The oldest reachable point after a prune: every record for an LSN at or
+// below it may be gone (decimal; absent: 0, the store's creation).
+inline constexpr const char* kMetaHistoryStart = "history_start";
 // Prefix of the per-epoch before-image byte counters (merge: u64 add).
 inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
 

@@ -280,6 +280,11 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
                               " ('rewind list' shows them)");
     }
     case ParsedPoint::Kind::kLsn: {
+      if (pp.lsn < history_start_.load()) {
+        return Status::NotFound("lsn:" + std::to_string(pp.lsn) +
+                                " is older than the history kept (pruned up to lsn:" +
+                                std::to_string(history_start_.load()) + ")");
+      }
       if (pp.lsn > newest) {
         return Status::NotFound("lsn:" + std::to_string(pp.lsn) +
                                 " is beyond the newest write (lsn:" + std::to_string(newest) + ")");
@@ -287,6 +292,13 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
       p.lsn = pp.lsn;
       if (p.lsn == 0) {
         p.time_ns = meta_.created_ns;
+      } else if (p.lsn == history_start_.load()) {
+        // Its record was pruned; the checkpoint there remains.
+        std::vector<records::CheckpointRecord> cps;
+        if (s = LoadCheckpoints(&cps); !s.ok()) return s;
+        for (const auto& r : cps) {
+          if (r.lsn == p.lsn) p.time_ns = r.time_ns;
+        }
       } else {
         records::RedoHeader h;
         if (s = GetRedo(p.lsn, &h); !s.ok()) return s;
@@ -310,8 +322,26 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
                                 std::to_string(newest));
       }
       // The last write at or before t: times never decrease with the LSN.
-      uint64_t lo = 0, hi = newest;  // answer in [lo, hi]; lsn 0 is creation
+      // Answer in [lo, hi]; lsn 0 is creation.  After a prune the search
+      // starts at the oldest point kept: its time bounds what is kept.
+      uint64_t lo = 0, hi = newest;
       int64_t lo_time = meta_.created_ns;
+      if (const uint64_t start = history_start_.load(); start > 0) {
+        records::RedoHeader h;
+        std::vector<records::CheckpointRecord> cps;
+        if (s = LoadCheckpoints(&cps); !s.ok()) return s;
+        int64_t start_time = 0;
+        for (const auto& r : cps) {
+          if (r.lsn == start) start_time = r.time_ns;
+        }
+        if (t < start_time) {
+          return Status::NotFound("'" + text + "' (" + FormatTime(t) +
+                                  ") is older than the history kept (pruned up to " +
+                                  FormatTime(start_time) + ", lsn:" + std::to_string(start) + ")");
+        }
+        lo = start;
+        lo_time = start_time;
+      }
       while (lo < hi) {
         uint64_t mid = lo + (hi - lo + 1) / 2;
         records::RedoHeader h;
@@ -322,6 +352,11 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
         } else {
           hi = mid - 1;
         }
+      }
+      if (lo < history_start_.load()) {
+        return Status::NotFound("'" + text + "' (" + FormatTime(t) +
+                                ") is older than the history kept (pruned up to lsn:" +
+                                std::to_string(history_start_.load()) + ")");
       }
       p.lsn = lo;
       p.time_ns = lo_time;
@@ -337,7 +372,10 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
 
 class SnapshotImpl final : public Snapshot {
  public:
-  SnapshotImpl(StoreImpl* store, PointInfo point) : store_(store), point_(std::move(point)) {}
+  SnapshotImpl(StoreImpl* store, PointInfo point) : store_(store), point_(std::move(point)) {
+    store_->open_snapshots_.fetch_add(1);
+  }
+  ~SnapshotImpl() override { store_->open_snapshots_.fetch_sub(1); }
 
   const PointInfo& point() const override { return point_; }
   uint64_t size() const override { return store_->meta_.size; }
@@ -387,6 +425,9 @@ Status SnapshotImpl::Build() {
   if (L > newest) {
     return Status::NotFound("lsn:" + std::to_string(L) + " is beyond the newest write");
   }
+  if (L < st.history_start_.load()) {
+    return Status::NotFound("lsn:" + std::to_string(L) + " is older than the history kept");
+  }
   std::vector<records::CheckpointRecord> cps;
   Status s = st.LoadCheckpoints(&cps);
   if (!s.ok()) return Status::Corruption("cannot read the checkpoints: " + s.message());
@@ -421,7 +462,10 @@ Status SnapshotImpl::Build() {
                                   " lies beyond the disk");
       }
       if (blocks_.count(b)) continue;
-      if (e == epoch_ && src.undo.lsn <= L) replay.insert(b);
+      // Written at or before L (only in epoch e, unless pruning merged
+      // epochs): the record is b's content before its first write after
+      // L_e, and the redo records up to L go on top.
+      if (src.undo.lsn <= L) replay.insert(b);
       blocks_.emplace(b, std::move(src));
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read before-images");

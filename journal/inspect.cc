@@ -163,14 +163,21 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
   }
+  // A before-image of epoch e names an lsn after the newest checkpoint at
+  // or before e and at most the next one's (prune may have dropped the
+  // checkpoints between, merging their epochs).
   auto epoch_bounds = [&](uint64_t e, uint64_t* lo, uint64_t* hi) {  // lsn in (lo, hi]
     *lo = 0;
     *hi = newest;
-    for (size_t i = 0; i < cps.size(); i++) {
-      if (cps[i].id == e) *lo = cps[i].lsn;
-      if (cps[i].id == e + 1) *hi = cps[i].lsn;
+    for (const auto& c : cps) {
+      if (c.id <= e) *lo = c.lsn;
+      if (c.id > e) {
+        *hi = c.lsn;
+        break;
+      }
     }
   };
+  const uint64_t start = history_start_.load();
 
   // 2. Redo records: contiguous LSNs, checksums, payload hashes.
   uint64_t oldest = 0, last = 0;
@@ -214,7 +221,14 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       damage("redo records " + std::to_string(last + 1) + " to " + std::to_string(newest) +
              " are missing");
     }
-    if (oldest > 1) damage("redo records 1 to " + std::to_string(oldest - 1) + " are missing");
+    if (oldest > start + 1) {
+      damage("redo records " + std::to_string(start + 1) + " to " + std::to_string(oldest - 1) +
+             " are missing");
+    }
+    if (oldest != 0 && oldest <= start) {
+      damage("redo record " + std::to_string(oldest) + " is older than the history kept (lsn " +
+             std::to_string(start) + ") but was not pruned");
+    }
   }
 
   // 3. Before-images: checksums, payload hashes, and each one's lsn within

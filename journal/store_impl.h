@@ -190,6 +190,7 @@ class StoreImpl final : public Store {
                   RollbackResult* out) override;
   Status Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) override;
   Status Verify(const ProgressFn& progress, VerifyReport* out) override;
+  Status Prune(const PrunePolicy& policy, PruneResult* out) override;
   Status Close() override;
 
  private:
@@ -215,7 +216,10 @@ class StoreImpl final : public Store {
   Status SyncedMetaWrite(rocksdb::WriteBatch* batch);
   // Finishes a rollback a crash interrupted (Init calls it).
   Status ResumeRollback();
-  std::mutex rollback_mu_;
+  std::mutex rollback_mu_;  // one rollback or prune at a time
+  // The oldest reachable LSN (meta history_start), raised by Prune.
+  std::atomic<uint64_t> history_start_{0};
+  std::atomic<uint64_t> open_snapshots_{0};
 
   // store_write.cc
   Status CheckWritable() const;

@@ -508,6 +508,21 @@ Status StoreImpl::LoadState() {
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
   }
+  {
+    std::string v;
+    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaHistoryStart, &v);
+    if (rs.ok()) {
+      uint64_t start = 0;
+      if (v.empty() || v.size() > 20 ||
+          v.find_first_not_of("0123456789") != std::string::npos) {
+        return Status::Corruption("the store's history_start record is damaged");
+      }
+      start = std::stoull(v);
+      history_start_.store(start);
+    } else if (!rs.IsNotFound()) {
+      return FromRocks(rs, "read history start");
+    }
+  }
   next_checkpoint_id_ = epoch + 1;
   epoch_.store(epoch);
   last_lsn_.store(last);

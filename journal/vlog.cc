@@ -3,6 +3,7 @@
 
 #include "records.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -204,6 +205,45 @@ Status Vlog::Read(VlogRef ref, uint32_t length, const std::string& what, std::st
   if (!io.ok()) return FromIO(io, "read " + where);
   if (got.size() != length) return Status::Corruption(where + " is cut short");
   if (got.data() != out->data()) std::memcpy(out->data(), got.data(), length);
+  return Status::Ok();
+}
+
+Status Vlog::SealedSegments(std::vector<uint32_t>* out) {
+  out->clear();
+  std::vector<std::string> names;
+  Status s = FromIO(fs_->GetChildren(dir_, rocksdb::IOOptions(), &names, nullptr), "list " + dir_);
+  if (!s.ok()) return s;
+  uint32_t current = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    current = writer_ ? segment_ : 0;
+  }
+  for (const std::string& n : names) {
+    unsigned seg = 0;
+    char tail[8] = {};
+    if (std::sscanf(n.c_str(), "%8u.%5s", &seg, tail) != 2 || std::strcmp(tail, "vlog") != 0) continue;
+    if (seg != current) out->push_back(seg);
+  }
+  std::sort(out->begin(), out->end());
+  return Status::Ok();
+}
+
+Status Vlog::DeleteSegment(uint32_t segment) {
+  uint64_t size = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (writer_ && segment == segment_) {
+      return Status::InvalidArgument("payload log segment " + SegmentName(segment) + " is in use");
+    }
+    readers_.erase(segment);
+  }
+  const std::string path = PathOf(segment);
+  Status s = FromIO(fs_->GetFileSize(path, rocksdb::IOOptions(), &size, nullptr), "stat " + path);
+  if (s.ok()) s = FromIO(fs_->DeleteFile(path, rocksdb::IOOptions(), nullptr), "delete " + path);
+  if (s.ok()) s = SyncDirectory(fs_.get(), dir_);
+  if (!s.ok()) return s;
+  std::lock_guard<std::mutex> l(mu_);
+  sealed_bytes_ -= std::min(sealed_bytes_, size);
   return Status::Ok();
 }
 

@@ -78,6 +78,11 @@ class Vlog {
   bool direct() const { return direct_; }
   // Bytes in all segments.
   uint64_t Bytes();
+  // Every segment on disk but the one being appended to, ascending.
+  [[nodiscard]] Status SealedSegments(std::vector<uint32_t>* out);
+  // Removes a sealed segment (prune: nothing refers to it any more); the
+  // removal is made durable.
+  [[nodiscard]] Status DeleteSegment(uint32_t segment);
   static std::string SegmentName(uint32_t segment);
 
  private:

@@ -99,6 +99,7 @@ class FakeStore : public rwd::Store {
     return Unused();
   }
   Status Verify(const rwd::ProgressFn&, rwd::VerifyReport*) override { return Unused(); }
+  Status Prune(const rwd::PrunePolicy&, rwd::PruneResult*) override { return Unused(); }
 
   Status Close() override { return Status::Ok(); }
 

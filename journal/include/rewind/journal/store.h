@@ -194,6 +194,27 @@ struct VerifyReport {
   bool clean() const { return damage.empty(); }
 };
 
+// Which checkpoints prune keeps; the rest of history older than the oldest
+// kept checkpoint becomes unreachable, and checkpoints between kept ones
+// are dropped.  Pinned checkpoints and the newest checkpoint are always
+// kept.
+struct PrunePolicy {
+  uint64_t keep_last = 0;       // the newest N checkpoints
+  int64_t keep_within_ns = 0;   // checkpoints taken less than this long ago
+  uint64_t keep_daily = 0;      // the newest checkpoint of each of the last N UTC days with one
+  bool dry_run = false;         // report what would go, change nothing
+};
+
+struct PruneResult {
+  std::vector<CheckpointInfo> kept, dropped;
+  uint64_t history_start_lsn = 0;  // the oldest point reachable afterwards
+  uint64_t redo_records_dropped = 0;
+  uint64_t undo_records_dropped = 0;
+  uint64_t segments_deleted = 0;   // payload log files removed
+  uint64_t bytes_before = 0;       // redo + undo + payload log, as GetInfo counts
+  uint64_t bytes_after = 0;
+};
+
 class Store {
  public:
   // Opens the store in options.dir, creating it when create_if_missing and
@@ -270,6 +291,9 @@ class Store {
   // live image against it.  Damage goes into the report (OK status); the
   // status fails only when verification itself could not run.
   [[nodiscard]] virtual Status Verify(const ProgressFn& progress, VerifyReport* out) = 0;
+  // Drops history by a retention policy (PrunePolicy) and reclaims its
+  // space.  Busy while a snapshot is open.  Writes may go on meanwhile.
+  [[nodiscard]] virtual Status Prune(const PrunePolicy& policy, PruneResult* out) = 0;
 
   // Stops background work, syncs everything and closes.  Called by the
   // destructor when not called before.
