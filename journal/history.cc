@@ -39,6 +39,9 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <functional>
+#include <tuple>
+#include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -383,9 +386,19 @@ class SnapshotImpl final : public Snapshot {
 
   Status Build();
   Status Read(uint64_t offset, uint32_t len, void* buf) override;
+  // Read, except that the blocks found in the journal at Build are left
+  // as zeros: a restore fetches those in payload order (FetchJournalBlocks).
+  Status ReadLiveBlocks(uint64_t offset, uint32_t len, void* buf) {
+    return ReadImpl(offset, len, buf, /*journal_blocks=*/false);
+  }
+  // Calls fn(block, content) for every block found in the journal at
+  // Build, reading before-images in payload log order, with nearby ones
+  // coalesced into one read: a restore's journal part reads the log
+  // nearly sequentially rather than one random block at a time.
+  Status FetchJournalBlocks(const std::function<Status(uint64_t, const char*)>& fn);
   // The blocks changed since the point (as of Build), ascending.
   std::vector<uint64_t> ChangedBlocks() {
-    std::lock_guard<std::mutex> l(mu_);
+    std::lock_guard<std::shared_mutex> l(mu_);
     std::vector<uint64_t> out;
     out.reserve(blocks_.size());
     for (const auto& [b, src] : blocks_) out.push_back(b);
@@ -398,6 +411,7 @@ class SnapshotImpl final : public Snapshot {
     records::UndoHeader undo;
     std::vector<uint64_t> redo;  // LSNs laid over the before-image, in order
   };
+  Status ReadImpl(uint64_t offset, uint32_t len, void* buf, bool journal_blocks);
   // The content of block b at the point, from its source.
   Status Materialize(uint64_t b, const Source& src, char* out);
   // The source of block b if it was first overwritten after the scan, in
@@ -410,7 +424,7 @@ class SnapshotImpl final : public Snapshot {
   uint64_t epoch_lsn_ = 0;   // L_e
   uint64_t scan_epoch_ = 0;  // the store's epoch when the scan began
   uint64_t changed_bytes_ = 0;
-  std::mutex mu_;
+  std::shared_mutex mu_;  // readers share it; late before-images are added
   std::unordered_map<uint64_t, Source> blocks_;  // GUARDED_BY(mu_)
 };
 
@@ -549,6 +563,71 @@ Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
   return Status::Ok();
 }
 
+Status SnapshotImpl::FetchJournalBlocks(const std::function<Status(uint64_t, const char*)>& fn) {
+  StoreImpl& st = *store_;
+  const uint64_t bs = st.meta_.block_size;
+  struct Item {
+    uint64_t block;
+    Source src;
+  };
+  std::vector<Item> items;
+  {
+    std::lock_guard<std::shared_mutex> l(mu_);
+    items.reserve(blocks_.size());
+    for (const auto& [b, src] : blocks_) items.push_back(Item{b, src});
+  }
+  std::unique_ptr<char[]> block(new char[bs]);
+  // Blocks with redo to lay over, or all zeros: one at a time.
+  std::vector<Item*> plain;
+  for (Item& it : items) {
+    if (it.src.redo.empty() && it.src.undo.kind == format::UndoKind::kData) {
+      plain.push_back(&it);
+      continue;
+    }
+    Status s = Materialize(it.block, it.src, block.get());
+    if (s.ok()) s = fn(it.block, block.get());
+    if (!s.ok()) return s;
+  }
+  std::sort(plain.begin(), plain.end(), [](const Item* a, const Item* b) {
+    return std::tie(a->src.undo.payload.segment, a->src.undo.payload.offset) <
+           std::tie(b->src.undo.payload.segment, b->src.undo.payload.offset);
+  });
+  // Coalesce: same segment, gaps under kGap, spans under kSpan.
+  constexpr uint64_t kGap = 256 << 10, kSpan = 4 << 20;
+  std::string span;
+  size_t i = 0;
+  while (i < plain.size()) {
+    const auto& first = plain[i]->src.undo.payload;
+    uint64_t end = first.offset + plain[i]->src.undo.length;
+    size_t j = i + 1;
+    while (j < plain.size()) {
+      const auto& p = plain[j]->src.undo.payload;
+      const uint64_t pend = p.offset + plain[j]->src.undo.length;
+      if (p.segment != first.segment || p.offset > end + kGap || pend - first.offset > kSpan) break;
+      end = std::max(end, pend);
+      j++;
+    }
+    Status s = st.vlog_->Read(VlogRef{first.segment, first.offset},
+                              static_cast<uint32_t>(end - first.offset), "before-images", &span);
+    if (!s.ok()) return s;
+    for (size_t k = i; k < j; k++) {
+      const Item& it = *plain[k];
+      if (it.src.undo.length != st.BlockLength(it.block)) {
+        return Status::Corruption("before-image of block " + std::to_string(it.block) +
+                                  " has length " + std::to_string(it.src.undo.length));
+      }
+      std::string_view payload(span.data() + (it.src.undo.payload.offset - first.offset),
+                               it.src.undo.length);
+      s = records::CheckPayload(it.src.undo.payload, payload,
+                                "before-image of block " + std::to_string(it.block));
+      if (s.ok()) s = fn(it.block, payload.data());
+      if (!s.ok()) return s;
+    }
+    i = j;
+  }
+  return Status::Ok();
+}
+
 Status SnapshotImpl::FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source* out) {
   StoreImpl& st = *store_;
   (void)st.WaitCommitted();
@@ -565,6 +644,10 @@ Status SnapshotImpl::FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source
 }
 
 Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
+  return ReadImpl(offset, len, buf, /*journal_blocks=*/true);
+}
+
+Status SnapshotImpl::ReadImpl(uint64_t offset, uint32_t len, void* buf, bool journal_blocks) {
   StoreImpl& st = *store_;
   if (offset > st.meta_.size || len > st.meta_.size - offset) {
     return Status::InvalidArgument("read beyond the end of the disk");
@@ -572,7 +655,6 @@ Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
   if (len == 0) return Status::Ok();
   char* const dst = static_cast<char*>(buf);
   const uint64_t bs = st.meta_.block_size;
-  const uint64_t ps = st.page_size_;
   const uint64_t end = offset + len;
   const uint64_t last = (end - 1) / bs;
   std::unique_ptr<char[]> block(new char[bs]);
@@ -582,7 +664,7 @@ Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
     Source src;
     uint64_t run_end = b;
     {
-      std::lock_guard<std::mutex> l(mu_);
+      std::shared_lock<std::shared_mutex> l(mu_);
       auto it = blocks_.find(b);
       if (it != blocks_.end()) {
         src = it->second;
@@ -594,35 +676,39 @@ Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
     const uint64_t lo = std::max(offset, b * bs);
     if (run_end == b) {  // from the journal
       const uint64_t hi = std::min(end, (b + 1) * bs);
+      if (!journal_blocks) {  // the caller fetches these itself
+        std::memset(dst + (lo - offset), 0, hi - lo);
+        b++;
+        continue;
+      }
       Status s = Materialize(b, src, block.get());
       if (!s.ok()) return s;
       std::memcpy(dst + (lo - offset), block.get() + (lo - b * bs), hi - lo);
       b++;
       continue;
     }
-    // From the live disk, under the run's range lock, unless a block was
-    // first overwritten since the scan (its stamp says so).
+    // From the live disk, unless a block was first overwritten since the
+    // scan.  No lock: the content is read first and the stamps after.  A
+    // writer stamps a block (seq_mu_, release) before its new bytes can be
+    // seen (overlay, then image), so a read that saw new bytes sees the
+    // stamp too, and the block's before-image is used instead.
     const uint64_t hi = std::min(end, run_end * bs);
     std::vector<std::pair<uint64_t, uint32_t>> late;  // block, stamp
     {
-      const uint64_t lock_lo = b * bs / ps * ps;
-      const uint64_t lock_hi = std::min<uint64_t>((std::min(run_end * bs, st.meta_.size) + ps - 1) / ps * ps,
-                                                  (st.meta_.size + ps - 1) / ps * ps);
-      st.range_lock_.Lock(lock_lo, lock_hi);
+      Status s = st.ReadLogical(lo, hi - lo, dst + (lo - offset));
+      if (!s.ok()) return s;
+      std::atomic_thread_fence(std::memory_order_acquire);
       for (uint64_t x = b; x < run_end; x++) {
         const uint32_t stamp = st.stamps_.Get(x);
         if (stamp != 0 && stamp - 1 >= scan_epoch_) late.emplace_back(x, stamp);
       }
-      Status s = st.ReadLogical(lo, hi - lo, dst + (lo - offset));
-      st.range_lock_.Unlock(lock_lo, lock_hi);
-      if (!s.ok()) return s;
     }
     for (const auto& [x, stamp] : late) {
       Source late_src;
       Status s = FindLateUndo(x, scan_epoch_, stamp - 1, &late_src);
       if (!s.ok()) return s;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        std::lock_guard<std::shared_mutex> l(mu_);
         blocks_.emplace(x, late_src);
       }
       s = Materialize(x, late_src, block.get());
@@ -701,8 +787,8 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
     }
   }
 
-  std::unique_ptr<Snapshot> snap;
-  Status s = OpenSnapshot(point, &snap);
+  std::unique_ptr<SnapshotImpl> snap(new SnapshotImpl(this, point));
+  Status s = snap->Build();
   if (!s.ok()) return s;
 
   std::string tmp = dir + "/." + base + ".rewind-XXXXXX";
@@ -725,9 +811,12 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   constexpr uint64_t kPiece = 4096;
   std::unique_ptr<char[]> buf(new char[kChunk]);
   uint64_t data_bytes = 0;
+  // Two passes: the live disk in order (the journal's blocks left as
+  // holes), then the journal's blocks in payload log order.
+  const uint64_t total = size + snap->changed_bytes();
   for (uint64_t off = 0; off < size; off += kChunk) {
     const uint64_t n = std::min(kChunk, size - off);
-    s = snap->Read(off, static_cast<uint32_t>(n), buf.get());
+    s = snap->ReadLiveBlocks(off, static_cast<uint32_t>(n), buf.get());
     if (!s.ok()) return s;
     // Runs of pieces that are not all zeros; the rest stays a hole.
     uint64_t run = 0, pos = 0;
@@ -748,9 +837,29 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
       if (s = WriteAll(fd, buf.get() + run, n - run, off + run, tmp); !s.ok()) return s;
       data_bytes += n - run;
     }
-    if (options.progress && !options.progress(off + n, size)) {
+    if (options.progress && !options.progress(off + n, total)) {
       return Status::Aborted("restore interrupted");
     }
+  }
+  uint64_t journal_done = 0;
+  const uint64_t bs = meta_.block_size;
+  s = snap->FetchJournalBlocks([&](uint64_t b, const char* content) -> Status {
+    const uint64_t len = BlockLength(b);
+    journal_done += len;
+    if (!AllZeroBytes(content, len)) {  // else the hole left by the first pass
+      Status w = WriteAll(fd, content, len, b * bs, tmp);
+      if (!w.ok()) return w;
+      data_bytes += len;
+    }
+    if (options.progress && journal_done % (1 << 20) < len &&
+        !options.progress(size + journal_done, total)) {
+      return Status::Aborted("restore interrupted");
+    }
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  if (options.progress && !options.progress(total, total)) {
+    return Status::Aborted("restore interrupted");
   }
   if (fdatasync(fd) != 0) return Status::FromErrno(errno, "sync " + tmp);
   if (close(fd) != 0) {
