@@ -446,6 +446,9 @@ Status SnapshotImpl::Build() {
   Status s = st.LoadCheckpoints(&cps);
   if (!s.ok()) return Status::Corruption("cannot read the checkpoints: " + s.message());
   for (const auto& r : cps) {
+    // A checkpoint newer than scan_epoch_ (taken since) must not pick the
+    // epoch: blocks saved in scan_epoch_ after it would be missed.
+    if (r.id > scan_epoch_) continue;
     if (r.lsn <= L && r.id > epoch_) {
       epoch_ = r.id;
       epoch_lsn_ = r.lsn;
@@ -1041,9 +1044,10 @@ Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64
       pos = end;
     }
     *examined += len;
-    if (progress && !progress(std::min(*examined, total), total)) {
-      return Status::Aborted("rollback interrupted; it finishes when the store is next opened");
-    }
+    // A rollback is not cancelled half way (the disk would be a mix, or a
+    // resume at the next open would revert writes made in between): the
+    // progress callback's answer is ignored.
+    if (progress) (void)progress(std::min(*examined, total), total);
     i = j;
   }
   return Flush();
@@ -1057,6 +1061,16 @@ Status StoreImpl::Rollback(const PointInfo& point, const RollbackOptions& option
   if (!s.ok()) return s;
   if (point.lsn > last_lsn_.load(std::memory_order_acquire)) {
     return Status::NotFound("lsn:" + std::to_string(point.lsn) + " is beyond the newest write");
+  }
+  if (point.lsn < history_start_.load()) {
+    return Status::NotFound("lsn:" + std::to_string(point.lsn) + " is older than the history kept");
+  }
+  // The target must be readable before anything is changed: a marker whose
+  // target cannot be built would keep the store from opening.
+  {
+    SnapshotImpl probe(this, point);
+    s = probe.Build();
+    if (!s.ok()) return s;
   }
   // 1. The state being left, as a checkpoint.
   CheckpointInfo before;

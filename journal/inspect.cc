@@ -43,6 +43,9 @@ void AddRange(std::map<uint64_t, uint64_t>* set, uint64_t begin, uint64_t end) {
 Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) {
   const uint64_t a = std::min(from.lsn, to.lsn);
   const uint64_t b = std::max(from.lsn, to.lsn);
+  if (a < history_start_.load()) {
+    return Status::NotFound("lsn:" + std::to_string(a) + " is older than the history kept");
+  }
   const uint64_t newest = last_lsn_.load(std::memory_order_acquire);
   (void)WaitCommitted();
   if (b > newest) {
@@ -118,7 +121,14 @@ Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* o
 Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
   VerifyReport r;
   const uint64_t newest = last_lsn_.load(std::memory_order_acquire);
-  (void)WaitCommitted();
+  uint64_t seq_now;
+  {
+    std::lock_guard<std::mutex> q(seq_mu_);
+    seq_now = next_seq_;
+  }
+  // Everything up to newest in RocksDB and in the image (zeros and trims
+  // reach reads only through the image).
+  (void)WaitApplied(seq_now);
   auto damage = [&](std::string what) {
     if (r.damage.size() < 1000) r.damage.push_back(std::move(what));
   };
@@ -305,7 +315,9 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
                            static_cast<uint32_t>(h.length), "redo", &payload)
                    .ok() ||
               !records::CheckPayload(h.payload, payload, "redo").ok()) {
-            break;  // reported above
+            // Reported above; its pages' newest content is unknown.
+            for (uint64_t q = p; q < end_page; q++) seen.insert(q);
+            break;
           }
           have_payload = true;
         }

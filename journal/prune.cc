@@ -58,6 +58,14 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
     return Status::Busy("a snapshot (a time-travel export, restore or diff) is open; prune "
                         "when it has ended");
   }
+  {
+    std::string v;
+    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaRollback, &v);
+    if (rs.ok()) {
+      return Status::Busy("an interrupted rollback is not finished; reopen the store first");
+    }
+    if (!rs.IsNotFound()) return FromRocks(rs, "read the rollback marker");
+  }
   PruneResult r;
   StoreInfo before;
   Status s = GetInfo(&before);  // waits for the committer

@@ -204,7 +204,7 @@ class StoreImpl final : public Store {
   friend class SnapshotImpl;
   Status LoadCheckpoints(std::vector<records::CheckpointRecord>* out);
   Status GetRedo(uint64_t lsn, records::RedoHeader* h);
-  // rollback.cc
+  // history.cc (rollback)
   // Writes the old content of every block changed since lsn; the caller
   // holds rollback_mu_.  examined/rewritten: bytes.
   Status ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64_t* examined,

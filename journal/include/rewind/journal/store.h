@@ -160,13 +160,17 @@ struct RestoreResult {
 };
 
 struct RollbackOptions {
-  ProgressFn progress;  // may be null; bytes of changed blocks examined
+  // May be null; bytes of changed blocks examined.  A rollback cannot be
+  // cancelled: its return value is ignored.
+  ProgressFn progress;
 };
 
 struct RollbackResult {
   PointInfo point;          // where the disk was put back to
   CheckpointInfo before;    // the before-rollback-... checkpoint: the undo
-  uint64_t examined_bytes = 0;   // blocks changed since the point
+  // Blocks compared with the target: those changed since the newest
+  // checkpoint at or before the point (a bound on what may differ).
+  uint64_t examined_bytes = 0;
   uint64_t rewritten_bytes = 0;  // of which differed from the target and were written
   double seconds = 0;
 };
