@@ -4,8 +4,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <ctime>
+#include <filesystem>
 #include <limits>
+#include <system_error>
 
 namespace rwd::control {
 
@@ -191,6 +194,57 @@ Status FromJson(const json& j, StoreInfo* out) {
   return Status::Ok();
 }
 
+json ToJson(const PointInfo& point) {
+  json j{{"text", point.text},
+         {"lsn", point.lsn},
+         {"time_ns", point.time_ns},
+         {"time", FormatTime(point.time_ns)}};
+  if (!point.checkpoint.empty()) j["checkpoint"] = point.checkpoint;
+  return j;
+}
+
+json ToJson(const RestoreResult& result, const std::string& output) {
+  json j{{"point", ToJson(result.point)}};
+  if (!output.empty()) j["output"] = output;
+  j["bytes"] = result.bytes;
+  j["data_bytes"] = result.data_bytes;
+  j["changed_bytes"] = result.changed_bytes;
+  j["seconds"] = result.seconds;
+  return j;
+}
+
+Status FromJson(const json& j, PointInfo* out) {
+  PointInfo p;
+  MemberReader r(j, "point");
+  r.String("text", &p.text);
+  r.Unsigned("lsn", &p.lsn);
+  r.Signed("time_ns", &p.time_ns);
+  r.String("checkpoint", &p.checkpoint, /*required=*/false);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(p);
+  return Status::Ok();
+}
+
+Status FromJson(const json& j, RestoreResult* out) {
+  RestoreResult res;
+  if (!j.is_object()) return Status::InvalidArgument("restore result is not an object");
+  auto point = j.find("point");
+  if (point == j.end()) return Status::InvalidArgument("restore result member 'point' is missing");
+  if (Status s = FromJson(*point, &res.point); !s.ok()) return s;
+  MemberReader r(j, "restore result");
+  r.Unsigned("bytes", &res.bytes);
+  r.Unsigned("data_bytes", &res.data_bytes);
+  r.Unsigned("changed_bytes", &res.changed_bytes);
+  if (!r.status().ok()) return r.status();
+  auto seconds = j.find("seconds");
+  if (seconds == j.end() || !seconds->is_number()) {
+    return Status::InvalidArgument("restore result member 'seconds' is not a number");
+  }
+  res.seconds = seconds->get<double>();
+  *out = std::move(res);
+  return Status::Ok();
+}
+
 // ---- Requests --------------------------------------------------------------
 
 const char* OpName(Op op) {
@@ -199,6 +253,7 @@ const char* OpName(Op op) {
     case Op::kInfo: return "info";
     case Op::kCheckpoint: return "checkpoint";
     case Op::kList: return "list";
+    case Op::kRestore: return "restore";
   }
   return "?";
 }
@@ -208,13 +263,40 @@ Error ErrorFromStatus(const Status& s) { return Error{s.CodeName(), s.message(),
 namespace {
 
 std::optional<Op> OpFromName(std::string_view name) {
-  for (Op op : {Op::kHello, Op::kInfo, Op::kCheckpoint, Op::kList}) {
+  for (Op op : {Op::kHello, Op::kInfo, Op::kCheckpoint, Op::kList, Op::kRestore}) {
     if (name == OpName(op)) return op;
   }
   return std::nullopt;
 }
 
 Error BadRequest(std::string message) { return Error{kBadRequest, std::move(message), nullptr}; }
+
+// The members of a restore request.  A relative output is refused: the
+// server's working directory means nothing to the client.
+std::optional<Error> ParseRestore(const json& j, Request* out) {
+  auto to = j.find("to");
+  if (to == j.end()) return BadRequest("restore request has no member 'to' (the POINT)");
+  if (!to->is_string()) return BadRequest("restore member 'to' is not a string");
+  out->to = to->get<std::string>();
+  auto output = j.find("output");
+  if (output == j.end()) return BadRequest("restore request has no member 'output'");
+  if (!output->is_string()) return BadRequest("restore member 'output' is not a string");
+  out->output = output->get<std::string>();
+  if (out->output.empty() || out->output.front() != '/') {
+    Error e = ErrorFromStatus(Status::InvalidArgument(
+        fmt::format("restore output '{}' is not an absolute path", out->output)));
+    return e;
+  }
+  for (auto [key, flag] :
+       {std::pair{"force", &out->force}, std::pair{"progress", &out->progress}}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_boolean())
+      return BadRequest(fmt::format("restore member '{}' is not a boolean", key));
+    *flag = it->get<bool>();
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -258,6 +340,7 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
       out->name = name->get<std::string>();
     }
   }
+  if (out->op == Op::kRestore) return ParseRestore(j, out);
   return std::nullopt;
 }
 
@@ -289,6 +372,29 @@ json MakeError(const std::optional<json>& id, const Error& error) {
   json j = Envelope(id, false);
   j["error"] = std::move(e);
   return j;
+}
+
+json MakeProgress(const std::optional<json>& id, uint64_t done, uint64_t total) {
+  json j{{"v", kProtocolVersion}};
+  if (id) j["id"] = *id;
+  j["progress"] = json{{"done", done}, {"total", total}};
+  return j;
+}
+
+bool IsProgress(const json& message, uint64_t* done, uint64_t* total) {
+  if (!message.is_object() || message.contains("ok")) return false;
+  auto p = message.find("progress");
+  if (p == message.end()) return false;
+  auto get = [&](const char* key, uint64_t* out) {
+    if (out == nullptr) return;
+    *out = 0;
+    if (!p->is_object()) return;
+    auto v = p->find(key);
+    if (v != p->end() && v->is_number_unsigned()) *out = v->get<uint64_t>();
+  };
+  get("done", done);
+  get("total", total);
+  return true;
 }
 
 std::string ToLine(const json& message) {
@@ -348,6 +454,44 @@ Status ResultOf(const json& response, json* result) {
   std::string text = message != error->end() && message->is_string() ? message->get<std::string>()
                                                                      : code->get<std::string>();
   return StatusFromCode(code->get<std::string>(), text);
+}
+
+// ---- Restore ---------------------------------------------------------------
+
+namespace {
+
+// Whether path is dir or lies under it; both canonical.
+bool IsWithin(const std::filesystem::path& path, const std::filesystem::path& dir) {
+  auto [dir_end, path_end] = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
+  return dir_end == dir.end();
+}
+
+}  // namespace
+
+Status CheckRestoreOutput(const std::string& output, const std::string& store_dir,
+                          const std::string& image_path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path out(output);
+  fs::path parent = out.parent_path();
+  if (parent.empty()) parent = ".";
+  const fs::path real_parent = fs::canonical(parent, ec);
+  if (ec) return Status::Ok();
+  // The restore renames over the output's directory entry: a symbolic link
+  // there is replaced, not followed, so only the directory is resolved.
+  const fs::path real_out = real_parent / out.filename();
+  const fs::path real_dir = fs::canonical(store_dir, ec);
+  if (!ec && IsWithin(real_parent, real_dir)) {
+    return Status::InvalidArgument(
+        fmt::format("restore output '{}' is inside the store directory {}: write it elsewhere",
+                    output, store_dir));
+  }
+  fs::path real_image = fs::canonical(image_path, ec);
+  if (!ec && real_out == real_image) {
+    return Status::InvalidArgument(
+        fmt::format("restore output '{}' is the live image of the store", output));
+  }
+  return Status::Ok();
 }
 
 }  // namespace rwd::control

@@ -5,7 +5,11 @@
 // the read end of a "wake" pipe; Stop writes one byte to the pipe and never
 // reads it, so the pipe stays readable and every thread sees it at its next
 // poll.  A connection thread that is inside a Store call finishes the call
-// and its answer first, so Stop waits at most for one Store call.
+// and its answer first, so Stop waits at most for one Store call.  The one
+// long call, Store::Restore, asks its progress callback whether to go on
+// after every chunk; the callback looks at the pipe and at the client's
+// socket (POLLHUP: the client closed it), so a restore ends soon after Stop
+// or after its client went away, and the store removes its temporary file.
 //
 // The socket is bound under umask 077 and then chmod'ed to 0600, so it is
 // never reachable by other users, even for an instant.  Peers are checked
@@ -21,6 +25,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -32,7 +37,51 @@ using nlohmann::json;
 
 namespace {
 
-json Dispatch(Store& store, const Request& req) {
+// Restores on the calling thread.  Progress goes to the client when it asked
+// for it (a first line at once, then at most one per kProgressIntervalMs);
+// whether to go on is asked at every call of the store's progress callback.
+json Restore(Store& store, const Request& req, const RequestChannel* channel) {
+  PointInfo point;
+  Status s = store.ResolvePoint(req.to, &point);
+  StoreInfo info;
+  if (s.ok()) s = store.GetInfo(&info);
+  if (s.ok()) s = CheckRestoreOutput(req.output, info.dir, info.image_path);
+  if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
+
+  using Clock = std::chrono::steady_clock;
+  const bool send = req.progress && channel != nullptr && channel->send;
+  const bool check = channel != nullptr && bool(channel->alive);
+  bool cancelled = false;
+  Clock::time_point last_sent = Clock::now();
+  if (send && !channel->send(ToLine(MakeProgress(req.id, 0, store.size())))) cancelled = true;
+
+  RestoreOptions options;
+  options.output = req.output;
+  options.overwrite = req.force;
+  options.progress = [&](uint64_t done, uint64_t total) {
+    if (cancelled || (check && !channel->alive())) {
+      cancelled = true;
+      return false;
+    }
+    if (send && Clock::now() - last_sent >= std::chrono::milliseconds(kProgressIntervalMs)) {
+      if (!channel->send(ToLine(MakeProgress(req.id, done, total)))) {
+        cancelled = true;
+        return false;
+      }
+      last_sent = Clock::now();
+    }
+    return true;
+  };
+  RestoreResult result;
+  if (!cancelled) s = store.Restore(point, options, &result);
+  if (cancelled) {
+    s = Status::Aborted("restore cancelled: the client went away or the plugin is stopping");
+  }
+  if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
+  return MakeResult(req.id, ToJson(result, req.output));
+}
+
+json Dispatch(Store& store, const Request& req, const RequestChannel* channel) {
   switch (req.op) {
     case Op::kHello:
       return MakeResult(
@@ -57,17 +106,18 @@ json Dispatch(Store& store, const Request& req) {
       for (const CheckpointInfo& cp : cps) list.push_back(ToJson(cp));
       return MakeResult(req.id, json{{"checkpoints", std::move(list)}});
     }
+    case Op::kRestore: return Restore(store, req, channel);
   }
   return MakeError(req.id, Error{kUnknownOp, "unknown op", nullptr});
 }
 
 }  // namespace
 
-json HandleRequestLine(Store& store, std::string_view line) {
+json HandleRequestLine(Store& store, std::string_view line, const RequestChannel* channel) {
   Request req;
   if (std::optional<Error> err = ParseRequest(line, &req)) return MakeError(req.id, *err);
   try {
-    return Dispatch(store, req);
+    return Dispatch(store, req, channel);
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -295,15 +345,27 @@ bool ControlServer::SendAll(int fd, const std::string& data) {
   return true;
 }
 
+bool ControlServer::Alive(int fd) const {
+  // POLLHUP on a Unix stream socket: the peer closed it (a peer that only
+  // shut down its sending side still reads the answer: POLLRDHUP alone).
+  pollfd p[2] = {{fd, 0, 0}, {wake_read_, POLLIN, 0}};
+  int rc = ::poll(p, 2, 0);
+  if (rc <= 0) return rc == 0 || errno == EINTR;
+  return p[1].revents == 0 && (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) == 0;
+}
+
 void ControlServer::Serve(int fd) {
   std::string buf;
   char chunk[16384];
+  RequestChannel channel;
+  channel.send = [this, fd](const std::string& line) { return SendAll(fd, line); };
+  channel.alive = [this, fd] { return Alive(fd); };
   for (;;) {
     // Answer every complete line, in order.
     size_t start = 0;
     for (size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1) {
       std::string_view line(buf.data() + start, nl - start);
-      json response = HandleRequestLine(*store_, line);
+      json response = HandleRequestLine(*store_, line, &channel);
       if (!SendAll(fd, ToLine(response))) return;
       // A too-long line breaks the framing: the rest cannot be trusted.
       if (line.size() > kMaxRequestLine) return;

@@ -29,6 +29,14 @@ class Backend {
   [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
   // Oldest first.
   [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
+  // Writes a sparse raw image of the disk at point (a POINT as the user
+  // gave it) to output, an absolute path; an existing file is replaced only
+  // when force.  progress (may be empty) is called as the work goes on;
+  // returning false cancels it (Aborted), as a failure does, leaving no
+  // output and no temporary file.  The live disk keeps serving meanwhile.
+  [[nodiscard]] virtual Status Restore(const std::string& point, const std::string& output,
+                                       bool force, const ProgressFn& progress,
+                                       RestoreResult* out) = 0;
   // Releases the store (a local store is synced and closed).  The
   // destructor closes too, but cannot report a failure.
   [[nodiscard]] virtual Status Close() = 0;

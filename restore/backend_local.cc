@@ -2,6 +2,7 @@
 // runs.  Store::Open takes RocksDB's lock on the store, so a plugin that
 // starts meanwhile fails cleanly rather than sharing the journal.
 #include <fmt/format.h>
+#include <rewind/control/protocol.h>
 
 #include "backend.h"
 
@@ -25,6 +26,22 @@ class LocalBackend final : public Backend {
 
   Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {
     return store_->ListCheckpoints(out);
+  }
+
+  Status Restore(const std::string& point, const std::string& output, bool force,
+                 const ProgressFn& progress, RestoreResult* out) override {
+    PointInfo resolved;
+    if (Status s = store_->ResolvePoint(point, &resolved); !s.ok()) return s;
+    StoreInfo info;
+    if (Status s = store_->GetInfo(&info); !s.ok()) return s;
+    if (Status s = control::CheckRestoreOutput(output, info.dir, info.image_path); !s.ok()) {
+      return s;
+    }
+    RestoreOptions options;
+    options.output = output;
+    options.overwrite = force;
+    options.progress = progress;
+    return store_->Restore(resolved, options, out);
   }
 
   Status Close() override {

@@ -11,8 +11,10 @@
 namespace rwd::cli {
 namespace {
 
-// How long one request may take, connection included.  Every op of the
-// protocol is quick (a checkpoint is O(1)); this bounds a wedged plugin.
+// How long the plugin may stay silent during a request, connection
+// included.  Every op of the protocol is quick (a checkpoint is O(1)) but
+// restore, which sends progress lines that restart this timeout; it bounds
+// a wedged plugin.
 constexpr int kCallTimeoutMs = 30000;
 
 class OnlineBackend final : public Backend {
@@ -51,20 +53,39 @@ class OnlineBackend final : public Backend {
     return Status::Ok();
   }
 
+  // The request always asks for progress: its lines restart the call's
+  // timeout, so a long restore never hits it.
+  Status Restore(const std::string& point, const std::string& output, bool force,
+                 const ProgressFn& progress, RestoreResult* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kRestore);
+    request["to"] = point;
+    request["output"] = output;
+    request["force"] = force;
+    request["progress"] = true;
+    control::CallProgressFn on_progress = [&progress](uint64_t done, uint64_t total) {
+      return !progress || progress(done, total);
+    };
+    nlohmann::json result;
+    if (Status s = Call(request, &result, on_progress); !s.ok()) return s;
+    return Decode(result, out, "restore");
+  }
+
   Status Close() override { return Status::Ok(); }
 
   // Sends one request and reads its response, which may be an error
   // response.  NotFound: nothing listens on the socket.  The id lets a reader
   // of a trace match request and answer; the server echoes it.
-  Status Send(nlohmann::json request, nlohmann::json* response) {
+  Status Send(nlohmann::json request, nlohmann::json* response,
+              const control::CallProgressFn& progress = {}) {
     request["id"] = next_id_++;
-    return control::ControlCall(socket_path_, request, response, kCallTimeoutMs);
+    return control::ControlCall(socket_path_, request, response, kCallTimeoutMs, progress);
   }
 
   // One request and its result; a remote error becomes its Status.
-  Status Call(const nlohmann::json& request, nlohmann::json* result) {
+  Status Call(const nlohmann::json& request, nlohmann::json* result,
+              const control::CallProgressFn& progress = {}) {
     nlohmann::json response;
-    if (Status s = Send(request, &response); !s.ok()) return s;
+    if (Status s = Send(request, &response, progress); !s.ok()) return s;
     return control::ResultOf(response, result);
   }
 

@@ -64,6 +64,16 @@ CLI::Validator CheckpointNameValidator() {
       "", "NAME");
 }
 
+CLI::Validator PointValidator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        ParsedPoint point;
+        Status s = ParsePoint(text, &point);
+        return s.ok() ? "" : s.message();
+      },
+      "", "POINT");
+}
+
 void PrintJson(const nlohmann::json& j) {
   std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
 }

@@ -27,6 +27,8 @@ Command AddInfoCommand(CLI::App* parent);
 // checkpoint_commands.cc
 Command AddCheckpointCommand(CLI::App* parent);
 Command AddListCommand(CLI::App* parent);
+// restore_command.cc
+Command AddRestoreCommand(CLI::App* parent);
 
 // ---- Shared by the subcommands (command.cc) --------------------------------
 
@@ -43,6 +45,7 @@ CLI::Validator BlockSizeValidator();  // a power of two, 512 .. 1 MiB
 // Validators for option->check().
 CLI::Validator CheckpointNameValidator();  // rwd::ValidateCheckpointName
 CLI::Validator ImageValidator();           // exists and is not a directory
+CLI::Validator PointValidator();           // rwd::ParsePoint: the POINT syntax
 
 // Writes j to stdout, indented, with a final newline.
 void PrintJson(const nlohmann::json& j);

@@ -99,4 +99,41 @@ void Table::Print(std::ostream& out) const {
   for (const auto& row : rows_) PrintRow(out, row, widths);
 }
 
+std::string ProgressLine(uint64_t done, uint64_t total, double bytes_per_second) {
+  constexpr int kWidth = 30;
+  done = std::min(done, total);
+  const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
+  const int filled = static_cast<int>(fraction * kWidth);
+  std::string line = fmt::format("{:3}% [{}{}] {} / {}", static_cast<int>(fraction * 100),
+                                 std::string(filled, '#'), std::string(kWidth - filled, '.'),
+                                 HumanBytes(done), HumanBytes(total));
+  if (bytes_per_second >= 0) {
+    line += fmt::format(", {}/s", HumanBytes(static_cast<uint64_t>(bytes_per_second)));
+  }
+  return line;
+}
+
+ProgressMeter::ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now)
+    : out_(out), now_(std::move(now)), start_(now_()) {}
+
+void ProgressMeter::Update(uint64_t done, uint64_t total) {
+  const Clock::time_point now = now_();
+  const bool last = done >= total;
+  if (drawn_ && !last && now - last_draw_ < kMinInterval) return;
+  if (drawn_ && done == last_done_ && now - last_draw_ < kMinInterval) return;
+  const double seconds = std::chrono::duration<double>(now - start_).count();
+  const double rate = seconds >= 0.2 ? static_cast<double>(done) / seconds : -1;
+  // "\r" back to the line's start, "\x1b[K" erases what a longer line left.
+  out_ << '\r' << ProgressLine(done, total, rate) << "\x1b[K" << std::flush;
+  drawn_ = true;
+  last_draw_ = now;
+  last_done_ = done;
+}
+
+void ProgressMeter::Finish() {
+  if (!drawn_) return;
+  out_ << "\r\x1b[K" << std::flush;
+  drawn_ = false;
+}
+
 }  // namespace rwd::cli

@@ -3,7 +3,9 @@
 // output uses the control protocol's objects unchanged.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -51,6 +53,35 @@ class Table {
 
   std::vector<Column> columns_;
   std::vector<std::vector<std::string>> rows_;
+};
+
+// One line of a progress bar, without '\r':
+// " 45% [#########...........] 450 MiB / 1 GiB, 120 MiB/s".  The rate is left
+// out while unknown (bytes_per_second < 0).
+std::string ProgressLine(uint64_t done, uint64_t total, double bytes_per_second);
+
+// A progress bar redrawn in place on a terminal: at most every
+// kMinInterval, and always for the first and the last update.  Only for a
+// terminal (the caller checks isatty); text for scripts never has one.
+class ProgressMeter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kMinInterval{100};
+
+  // now may be replaced by tests.
+  explicit ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now = Clock::now);
+  // done out of total bytes.
+  void Update(uint64_t done, uint64_t total);
+  // Erases the bar, if one was drawn.
+  void Finish();
+
+ private:
+  std::ostream& out_;
+  std::function<Clock::time_point()> now_;
+  Clock::time_point start_;
+  Clock::time_point last_draw_{};
+  bool drawn_ = false;
+  uint64_t last_done_ = 0;
 };
 
 }  // namespace rwd::cli

@@ -44,7 +44,8 @@ Examples:
   rewind create /var/lib/rewind/vm1 --size 20G
   nbdkit -U /run/vm1.sock rewind dir=/var/lib/rewind/vm1
   rewind checkpoint /var/lib/rewind/vm1 --name before-upgrade
-  rewind list /var/lib/rewind/vm1)";
+  rewind list /var/lib/rewind/vm1
+  rewind restore /var/lib/rewind/vm1 --to before-upgrade --output /srv/vm1.raw)";
 
 // Errors must stay on one line, whatever the message holds.
 std::string OneLine(std::string text) {
@@ -105,6 +106,7 @@ int Main(int argc, char** argv) {
       AddInfoCommand(&app),
       AddCheckpointCommand(&app),
       AddListCommand(&app),
+      AddRestoreCommand(&app),
   };
   try {
     app.parse(argc, argv);

@@ -1,6 +1,7 @@
 // Tests of the rewind CLI without a running plugin: the built binary is run
 // as a user would run it, and its stdout, stderr and exit status checked.
-// Online use (through the plugin's control socket) is in cli_online_test.cc.
+// Online use (through the plugin's control socket) is in cli_restore_online_test.cc
+// and in tests/e2e.
 #include <rewind/journal/store.h>
 
 #include <catch2/catch.hpp>

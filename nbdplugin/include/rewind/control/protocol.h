@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,6 +28,9 @@ inline constexpr size_t kMaxRequestLine = 65536;
 inline constexpr size_t kMaxResponseLine = 64u << 20;
 // A server closes a connection idle for this long.
 inline constexpr int kIdleTimeoutMs = 60000;
+// A server sends at most one progress line per this interval (about 5 a
+// second).
+inline constexpr int kProgressIntervalMs = 200;
 inline constexpr const char* kSocketName = "control.sock";
 
 // Error codes of the protocol itself; the store's codes are
@@ -57,11 +61,23 @@ nlohmann::json ToJson(const StoreInfo& info, bool online);
 [[nodiscard]] Status FromJson(const nlohmann::json& j, CheckpointInfo* out);
 [[nodiscard]] Status FromJson(const nlohmann::json& j, StoreInfo* out);
 
+// A point of history: {"text", "lsn", "time_ns", "time", "checkpoint"?};
+// "checkpoint" (the name) only when the point names one.
+nlohmann::json ToJson(const PointInfo& point);
+// The result of restore: {"point", "output", "bytes", "data_bytes",
+// "changed_bytes", "seconds"}.  output: the file written (absolute), or
+// empty to leave the member out.
+nlohmann::json ToJson(const RestoreResult& result, const std::string& output);
+// The reverse, as for CheckpointInfo.  checkpoint_id is not carried by the
+// JSON and is left 0.
+[[nodiscard]] Status FromJson(const nlohmann::json& j, PointInfo* out);
+[[nodiscard]] Status FromJson(const nlohmann::json& j, RestoreResult* out);
+
 // ---- Requests --------------------------------------------------------------
 
-enum class Op { kHello, kInfo, kCheckpoint, kList };
+enum class Op { kHello, kInfo, kCheckpoint, kList, kRestore };
 
-// "hello", "info", "checkpoint", "list".
+// "hello", "info", "checkpoint", "list", "restore".
 const char* OpName(Op op);
 
 struct Request {
@@ -71,6 +87,13 @@ struct Request {
   Op op = Op::kHello;
   // checkpoint: the requested name; empty lets the server pick "cp-<id>".
   std::string name;
+  // restore: the POINT ("to"), the absolute path of the image to write
+  // ("output"), whether to replace an existing file ("force"), and whether
+  // the client wants progress lines before the response ("progress").
+  std::string to;
+  std::string output;
+  bool force = false;
+  bool progress = false;
 };
 
 // A protocol error object: {"code": ..., "message": ..., ...extra}.
@@ -97,6 +120,13 @@ nlohmann::json MakeRequest(Op op);
 
 nlohmann::json MakeResult(const std::optional<nlohmann::json>& id, nlohmann::json result);
 nlohmann::json MakeError(const std::optional<nlohmann::json>& id, const Error& error);
+// A progress line of a long request: {"v":1,"id":...,"progress":{"done","total"}}.
+// It precedes the response of a request that asked for progress.
+nlohmann::json MakeProgress(const std::optional<nlohmann::json>& id, uint64_t done, uint64_t total);
+// Whether a message is a progress line rather than the response: it has a
+// member "progress" and no member "ok".  On true, *done and *total are set
+// (0 when missing or mistyped); they may be null.
+bool IsProgress(const nlohmann::json& message, uint64_t* done, uint64_t* total);
 
 // The JSON of one message as a line ending in '\n'.  Invalid UTF-8 in
 // strings (e.g. a path) is replaced, never thrown on.
@@ -108,10 +138,29 @@ std::string ToLine(const nlohmann::json& message);
 // malformed response is IOError.  result may be null.
 [[nodiscard]] Status ResultOf(const nlohmann::json& response, nlohmann::json* result);
 
+// ---- Restore ---------------------------------------------------------------
+
+// Refuses a restore output that would damage the store: a path inside the
+// store directory (its image, journal or metadata) or the store's live
+// image, also through symbolic links.  InvalidArgument with a one-line
+// message; OK when the output's directory cannot be resolved (the restore
+// itself reports that).  Shared by the server and the CLI's local backend.
+[[nodiscard]] Status CheckRestoreOutput(const std::string& output, const std::string& store_dir,
+                                        const std::string& image_path);
+
 // ---- Client ----------------------------------------------------------------
 
+// Receives the progress lines of a call: done out of total.  Returning false
+// abandons the call: the connection is closed (which makes the server cancel
+// the request) and ControlCall returns Aborted.  It is also called again
+// with the last values (0, 0 before any line) when a signal interrupts the
+// wait, so that a signal handler's flag can cancel the call promptly.
+using CallProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+
 // Sends request on a new connection to socket_path and reads one response
-// line into *response, all within timeout_ms (< 0: no limit).
+// line into *response within timeout_ms (< 0: no limit).  Progress lines
+// before the response are skipped, and each one starts timeout_ms again: it
+// bounds a silence, not the whole call.
 //
 // Returns NotFound when nothing listens on socket_path (no socket file, or a
 // stale one: ENOENT, ECONNREFUSED), so that the caller can open the store
@@ -120,5 +169,10 @@ std::string ToLine(const nlohmann::json& message);
 // received, which may still be an error response: see ResultOf.
 [[nodiscard]] Status ControlCall(const std::string& socket_path, const nlohmann::json& request,
                                  nlohmann::json* response, int timeout_ms);
+// The same, and progress (may be empty) receives each progress line: for a
+// request that asks for them ("progress": true).
+[[nodiscard]] Status ControlCall(const std::string& socket_path, const nlohmann::json& request,
+                                 nlohmann::json* response, int timeout_ms,
+                                 const CallProgressFn& progress);
 
 }  // namespace rwd::control

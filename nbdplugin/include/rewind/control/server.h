@@ -1,10 +1,12 @@
 // ControlServer: the plugin's end of the control protocol.
 //
 // It listens on DIR/control.sock (mode 0600) and answers hello, info,
-// checkpoint and list from a Store held open by the plugin.  One thread
-// accepts; each connection is served by its own thread, at most
+// checkpoint, list and restore from a Store held open by the plugin.  One
+// thread accepts; each connection is served by its own thread, at most
 // max_connections at once (further ones get a "busy" error and are closed).
-// Peers of another uid are refused, except root.
+// Peers of another uid are refused, except root.  A restore runs on its
+// connection's thread and is cancelled when the client goes away or the
+// server stops.
 #pragma once
 
 #include <rewind/control/protocol.h>
@@ -35,9 +37,24 @@ struct ControlServerOptions {
   std::function<void(const std::string&)> log;
 };
 
+// What a request being answered may do with its connection.  Long work
+// (restore) reports progress and learns whether to go on through it.
+struct RequestChannel {
+  // Sends one line (a progress message, ending in '\n') ahead of the
+  // response; false when it could not be sent.  Empty: no progress lines.
+  std::function<bool(const std::string& line)> send;
+  // False once the work should stop: the client has gone or the server
+  // stops.  Empty: never.
+  std::function<bool()> alive;
+};
+
 // Answers one request line (without '\n') from store: the response object,
-// a result or an error.  Never throws but for std::bad_alloc.
-nlohmann::json HandleRequestLine(Store& store, std::string_view line);
+// a result or an error.  A request that asked for progress may first get
+// progress lines through channel->send, at most one per
+// kProgressIntervalMs; channel may be null.  Never throws but for
+// std::bad_alloc.
+nlohmann::json HandleRequestLine(Store& store, std::string_view line,
+                                 const RequestChannel* channel = nullptr);
 
 class ControlServer {
  public:
@@ -53,8 +70,8 @@ class ControlServer {
   ~ControlServer();
 
   // Stops accepting and removes the socket, then ends every connection (a
-  // request being answered is answered first) and joins every thread.
-  // Returns promptly; idempotent.
+  // request being answered is answered first; a restore is cancelled) and
+  // joins every thread.  Returns promptly; idempotent.
   void Stop();
 
   const std::string& socket_path() const { return options_.socket_path; }
@@ -67,6 +84,9 @@ class ControlServer {
   void AcceptLoop();
   void Admit(int fd);
   void Serve(int fd);
+  // Whether the client on fd is still connected and the server not
+  // stopping; does not wait.
+  bool Alive(int fd) const;
   // Sends all of data unless the peer stalls past the idle timeout, the
   // server stops or the connection fails.
   bool SendAll(int fd, const std::string& data);

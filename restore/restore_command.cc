@@ -1,0 +1,182 @@
+// `rewind restore`: a raw image of the disk as it was at a point of history.
+//
+// The store does the work (Store::Restore: a sparse image written to a
+// temporary file beside the output, synced, then moved into place), in this
+// process or in the running plugin's (the "restore" op of the control
+// protocol).  This file adds what belongs to a command line: the output path
+// made absolute against our working directory (the plugin's is not ours), a
+// progress bar on a terminal, and SIGINT/SIGTERM turned into a clean
+// cancellation: the progress callback returns false, the store removes its
+// temporary file, and the command exits 1 with "restore interrupted".
+#include <fmt/format.h>
+#include <rewind/control/protocol.h>
+#include <rewind/journal/store.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <system_error>
+
+#include "backend.h"
+#include "command.h"
+#include "human.h"
+
+namespace rwd::cli {
+namespace {
+
+struct RestoreArgs {
+  std::string dir;
+  std::string to;      // the POINT, syntax checked while parsing
+  std::string output;  // as given
+  bool force = false;
+  bool json = false;
+};
+
+// ---- Interruption ----------------------------------------------------------
+
+std::atomic<bool> g_interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
+
+extern "C" void OnInterrupt(int) { g_interrupted.store(true, std::memory_order_relaxed); }
+
+// While alive, SIGINT and SIGTERM set g_interrupted instead of killing the
+// process, so that a restore can cancel and clean up.  Without SA_RESTART:
+// a wait for the plugin's answer returns EINTR and looks at the flag.
+class InterruptGuard {
+ public:
+  InterruptGuard() {
+    g_interrupted.store(false);
+    struct sigaction sa {};
+    sa.sa_handler = OnInterrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~InterruptGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+bool Interrupted() { return g_interrupted.load(std::memory_order_relaxed); }
+
+// ---- Output ----------------------------------------------------------------
+
+// Made absolute against our working directory, without resolving "..":
+// the kernel resolves it as the user's shell would.
+std::string AbsoluteOutput(const std::string& output) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::absolute(output, ec);
+  return ec ? output : p.string();
+}
+
+// "restored lsn 1234 (checkpoint before-upgrade, 2026-11-23 10:15:00.123 UTC)
+// to FILE: 1 GiB, 12.3 MiB from the journal, 0.8 s"
+std::string Summary(const RestoreResult& r, const std::string& output) {
+  std::string where =
+      r.point.checkpoint.empty()
+          ? HumanTime(r.point.time_ns)
+          : fmt::format("checkpoint {}, {}", r.point.checkpoint, HumanTime(r.point.time_ns));
+  return fmt::format("restored lsn {} ({}) to {}: {}, {} from the journal, {:.1f} s\n", r.point.lsn,
+                     where, output, HumanBytes(r.bytes), HumanBytes(r.changed_bytes), r.seconds);
+}
+
+Status RunRestore(const RestoreArgs& a) {
+  InterruptGuard guard;
+  const std::string output = AbsoluteOutput(a.output);
+  std::unique_ptr<Backend> backend;
+  if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
+
+  std::optional<ProgressMeter> meter;
+  if (::isatty(STDERR_FILENO) == 1) meter.emplace(std::cerr);
+  ProgressFn progress = [&meter](uint64_t done, uint64_t total) {
+    if (Interrupted()) return false;
+    if (meter && total > 0) meter->Update(done, total);
+    return true;
+  };
+  RestoreResult result;
+  Status s = Interrupted() ? Status::Aborted("interrupted")
+                           : backend->Restore(a.to, output, a.force, progress, &result);
+  if (meter) meter->Finish();
+  Status closed = backend->Close();
+  if (!s.ok()) {
+    if (s.code() == Status::Code::kAborted && Interrupted()) {
+      return Status::Aborted("restore interrupted");
+    }
+    return s;
+  }
+  if (!closed.ok()) return closed;
+  if (a.json) {
+    PrintJson(control::ToJson(result, output));
+  } else {
+    std::cout << Summary(result, a.output);
+  }
+  return Status::Ok();
+}
+
+constexpr const char* kRestoreFooter = R"(
+Writes a raw image of the disk as it was at POINT to FILE.  The live disk is
+not changed and keeps serving its clients meanwhile.  When the plugin runs,
+it writes the image itself (asked over DIR/control.sock), so FILE's directory
+must be writable by the plugin's user; otherwise this command opens the
+store.
+
+The image is sparse: blocks of zeros are left as holes, so FILE takes only
+the space of the disk's data.  It is written to a temporary file beside FILE,
+synced, and moved into place when complete: a restore that fails or is
+interrupted (Ctrl-C) leaves neither FILE nor a temporary file.  An existing
+FILE is replaced only with --force.
+
+POINT is one of:
+  NAME                       a checkpoint ('rewind list' shows them)
+  lsn:N                      right after write N (lsn:0: the disk as created)
+  time:2026-11-23T10:15:00Z  the last write at or before that instant (UTC;
+                             fractions and offsets such as +01:00 allowed)
+  -10m                       that long ago; units s, m, h, d, w, as in -1h30m
+
+On a terminal a progress bar is shown on stderr.  The summary (or with
+--json the result: point, output, bytes, data_bytes, changed_bytes,
+seconds) goes to stdout.
+
+Examples:
+  rewind restore /var/lib/rewind/vm1 --to before-upgrade --output /srv/vm1-before.raw
+  rewind restore /var/lib/rewind/vm1 --to time:2026-11-23T10:15:00Z --output vm1.raw
+  rewind restore /var/lib/rewind/vm1 --to -10m --output vm1.raw --force
+  rewind restore /var/lib/rewind/vm1 --to lsn:18234 --output vm1.raw --json)";
+
+}  // namespace
+
+Command AddRestoreCommand(CLI::App* parent) {
+  auto a = std::make_shared<RestoreArgs>();
+  CLI::App* app = parent->add_subcommand(
+      "restore", "write a raw image of the disk as it was at a point of history");
+  AddDirArgument(app, &a->dir);
+  app->add_option("--to", a->to,
+                  "the point: a checkpoint NAME, lsn:N, time:ISO-8601 or a relative time (-10m)")
+      ->required()
+      ->type_name("POINT")
+      ->check(PointValidator());
+  app->add_option("--output", a->output, "the raw image to write")
+      ->required()
+      ->type_name("FILE")
+      ->check([](const std::string& path) -> std::string {
+        return path.empty() ? "--output is empty" : "";
+      });
+  app->add_flag("--force", a->force, "replace FILE if it exists");
+  AddJsonFlag(app, &a->json);
+  app->footer(kRestoreFooter);
+  return {app, [a] { return RunRestore(*a); }};
+}
+
+}  // namespace rwd::cli
