@@ -37,6 +37,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -779,6 +780,28 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   struct stat st;
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Status::NotFound("restore output directory '" + dir + "' does not exist");
+  }
+  // Never into the store (a rename over image.raw would replace the live
+  // disk) nor onto an adopted image.
+  {
+    char* real_dir = realpath(dir.c_str(), nullptr);
+    char* real_store = realpath(options_.dir.c_str(), nullptr);
+    bool inside = false;
+    if (real_dir && real_store) {
+      const std::string d = real_dir, st_dir = real_store;
+      inside = d == st_dir || d.rfind(st_dir + "/", 0) == 0;
+    }
+    free(real_dir);
+    free(real_store);
+    struct stat out_st, image_st;
+    const bool is_image = stat(output.c_str(), &out_st) == 0 &&
+                          stat(meta_.image.c_str(), &image_st) == 0 &&
+                          out_st.st_dev == image_st.st_dev && out_st.st_ino == image_st.st_ino;
+    if (inside || is_image) {
+      return Status::InvalidArgument("restore output '" + output + "' is " +
+                                     (is_image ? "the live image" : "inside the store") + " " +
+                                     options_.dir + "; write it elsewhere");
+    }
   }
   if (stat(output.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) {

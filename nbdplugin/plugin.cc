@@ -40,6 +40,8 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <mutex>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,7 +67,33 @@ constexpr uint32_t kMaxRequest = 32u << 20;
 struct Handle {
   Store* store;
   std::unique_ptr<rwd::Snapshot> snap;
+  bool writer = false;  // counted in g_live_writers
 };
+
+// Live connections that may write, and whether a rollback or prune holds
+// the disk (then no writer may connect).  The control server runs those
+// through RunExclusive.
+std::mutex g_writers_mu;
+int g_live_writers = 0;     // GUARDED_BY(g_writers_mu)
+bool g_exclusive = false;   // GUARDED_BY(g_writers_mu)
+
+Status RunExclusive(const std::function<Status()>& fn) {
+  {
+    std::lock_guard<std::mutex> l(g_writers_mu);
+    if (g_exclusive) return Status::Busy("a rollback or prune is already running");
+    if (g_live_writers > 0) {
+      return Status::Busy(std::to_string(g_live_writers) +
+                          (g_live_writers == 1 ? " client has" : " clients have") +
+                          " the live disk open for writing; disconnect " +
+                          (g_live_writers == 1 ? "it" : "them") + " (or stop the VM) first");
+    }
+    g_exclusive = true;
+  }
+  Status s = fn();
+  std::lock_guard<std::mutex> l(g_writers_mu);
+  g_exclusive = false;
+  return s;
+}
 
 Store* StoreOf(void* handle) { return static_cast<Handle*>(handle)->store; }
 rwd::Snapshot* SnapOf(void* handle) { return static_cast<Handle*>(handle)->snap.get(); }
@@ -188,6 +216,7 @@ int rewind_after_fork() {
     rwd::control::ControlServerOptions copts;
     copts.socket_path = rwd::control::SocketPath(g_options.dir);
     copts.log = [](const std::string& line) { nbdkit_debug("%s", line.c_str()); };
+    copts.exclusive = RunExclusive;
     s = ControlServer::Start(copts, g_store.get(), &g_control);
     if (!s.ok()) {
       FailSetup(s);
@@ -240,7 +269,7 @@ int rewind_list_exports(int /*readonly*/, int /*is_tls*/, nbdkit_exports* export
 
 const char* rewind_default_export(int /*readonly*/, int /*is_tls*/) { return ""; }
 
-void* rewind_open(int /*readonly*/) {
+void* rewind_open(int readonly) {
   void* handle = nullptr;
   Guard("open", [&] {
     const char* name = nbdkit_export_name();
@@ -252,7 +281,18 @@ void* rewind_open(int /*readonly*/) {
     }
     const std::string export_name = name;
     if (export_name.empty()) {
-      handle = new Handle{g_store.get(), nullptr};
+      auto h = std::make_unique<Handle>(Handle{g_store.get(), nullptr, false});
+      if (!readonly) {
+        std::lock_guard<std::mutex> l(g_writers_mu);
+        if (g_exclusive) {
+          nbdkit_error("the live disk is being rolled back or pruned; try again when it is done");
+          nbdkit_set_error(EBUSY);
+          return -1;
+        }
+        g_live_writers++;
+        h->writer = true;
+      }
+      handle = h.release();
       return 0;
     }
     const size_t at = export_name.find('@');
@@ -275,13 +315,20 @@ void* rewind_open(int /*readonly*/) {
     nbdkit_debug("export '%s': the disk at lsn %llu, %llu bytes from the journal", name,
                  static_cast<unsigned long long>(point.lsn),
                  static_cast<unsigned long long>(snap->changed_bytes()));
-    handle = new Handle{g_store.get(), std::move(snap)};
+    handle = new Handle{g_store.get(), std::move(snap), false};
     return 0;
   });
   return handle;
 }
 
-void rewind_close(void* handle) { delete static_cast<Handle*>(handle); }
+void rewind_close(void* handle) {
+  auto* h = static_cast<Handle*>(handle);
+  if (h->writer) {
+    std::lock_guard<std::mutex> l(g_writers_mu);
+    g_live_writers--;
+  }
+  delete h;
+}
 
 // ---- Properties ------------------------------------------------------------
 
@@ -328,6 +375,7 @@ int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset
 }
 
 int rewind_flush(void* handle, uint32_t /*flags*/) {
+  if (SnapOf(handle)) return 0;  // a read-only view has nothing to flush
   return Guard("flush", [&] { return FailStatus(StoreOf(handle)->Flush()); });
 }
 

@@ -1408,3 +1408,42 @@ TEST_CASE("a PointInfo whose checkpoint does not match the store is never served
   }
   REQUIRE(s->Close().ok());
 }
+
+TEST_CASE("restore refuses to write into the store or over the live image", "[history]") {
+  rwd::test::TempDir t("rwhist");
+  rwd::StoreOptions o;
+  o.dir = t / "store";
+  o.size = 1 << 20;
+  std::unique_ptr<rwd::Store> s;
+  REQUIRE(rwd::Store::Open(o, &s).ok());
+  std::vector<char> a(4096, 'A');
+  REQUIRE(s->Write(0, 4096, a.data(), true).ok());
+  rwd::PointInfo p;
+  REQUIRE(s->ResolvePoint("lsn:0", &p).ok());
+  for (const std::string& out : {t / "store/image.raw", t / "store/other.raw",
+                                t / "store/journal/x.raw"}) {
+    rwd::RestoreOptions ro;
+    ro.output = out;
+    ro.overwrite = true;
+    rwd::RestoreResult rr;
+    rwd::Status st = s->Restore(p, ro, &rr);
+    INFO(out << ": " << st.ToString());
+    CHECK(st.code() == rwd::Status::Code::kInvalidArgument);
+  }
+  // Through a symlink to the store's directory, too.
+  std::filesystem::create_directory_symlink(t / "store", t / "link");
+  rwd::RestoreOptions ro;
+  ro.output = t / "link/image.raw";
+  ro.overwrite = true;
+  rwd::RestoreResult rr;
+  CHECK(s->Restore(p, ro, &rr).code() == rwd::Status::Code::kInvalidArgument);
+  // The live disk is untouched.
+  std::vector<char> got(4096);
+  REQUIRE(s->Read(0, 4096, got.data()).ok());
+  CHECK(got == a);
+  REQUIRE(s->Close().ok());
+  REQUIRE(rwd::Store::Open(o, &s).ok());
+  REQUIRE(s->Read(0, 4096, got.data()).ok());
+  CHECK(got == a);
+  REQUIRE(s->Close().ok());
+}

@@ -35,6 +35,11 @@ struct ControlServerOptions {
   // Receives one-line notes (refused peers, failed accepts); may be empty.
   // Called from the server's threads.
   std::function<void(const std::string&)> log;
+  // Runs work that needs the live disk to itself (rollback, prune): calls
+  // fn when no NBD client has the live disk open for writing, keeping new
+  // writers out meanwhile, and returns its status; else a Busy status
+  // without calling fn.  Empty: fn runs directly.  Set by the plugin.
+  std::function<Status(const std::function<Status()>&)> exclusive;
 };
 
 // What a request being answered may do with its connection.  Long work
