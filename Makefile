@@ -42,4 +42,4 @@ bench: build
 	BUILD_DIR=$(BUILD_DIR) bench/run.sh
 
 clean:
-	rm -rf $(BUILD_DIR) demo-store
+	rm -rf $(BUILD_DIR) demo-store demo-restored.raw

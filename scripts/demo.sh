@@ -150,6 +150,21 @@ h.flush()
 show_label
 echo "   every write above is in the redo journal; the checkpoints keep the older states"
 
+# --- the past ----------------------------------------------------------------
+step "Reading the past while the live disk keeps serving: export '@installed'"
+nbdsh -u "nbd+unix:///@installed?socket=$SOCK" -c '
+print("   label at checkpoint installed: " + repr(h.pread(48, 0).rstrip(b"\0").decode()))
+print("   read-only: " + str(h.is_read_only()))'
+show_label
+
+step "Restoring checkpoint 'installed' to a sparse raw file, through the running plugin"
+RESTORED=./demo-restored.raw
+rm -f "$RESTORED"
+run "$REWIND" restore "$STORE" --to installed --output "$RESTORED"
+printf '   label in %s: %s\n' "$RESTORED" "$(head -c 48 "$RESTORED" | tr -d '\0')"
+printf '   %s: %s apparent, %s allocated\n' "$RESTORED" "$(du -h --apparent-size "$RESTORED" | cut -f1)" \
+  "$(du -h "$RESTORED" | cut -f1)"
+
 # --- the timeline ------------------------------------------------------------
 step "The timeline, read from the running plugin"
 run "$REWIND" list "$STORE"
@@ -179,4 +194,5 @@ hint "$BUILD/restore/rewind SUBCOMMAND --help" "what each subcommand does"
 echo "   Serve the store again (its size is remembered) and talk to it over NBD:"
 echo "   nbdkit -U /tmp/demo.sock $BUILD/nbdplugin/nbdkit-rewind-plugin.so dir=$STORE"
 echo "   PATH=/usr/bin:\$PATH nbdsh -u 'nbd+unix:///?socket=/tmp/demo.sock'"
-echo "   Restoring a checkpoint (rewind restore, rollback, diff) is planned, not built yet."
+hint "$BUILD/restore/rewind restore $STORE --to lsn:1 --output /tmp/x.raw" "the disk after its first write"
+echo "   Time-travel exports: nbd+unix:///@installed?socket=..., @lsn:N, @time:2026-11-30T12:00:00Z"
