@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -41,6 +42,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <thread>
 #include <tuple>
 #include <shared_mutex>
 #include <unordered_map>
@@ -835,35 +837,68 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) return Status::FromErrno(errno, "truncate " + tmp);
   constexpr uint64_t kChunk = 1 << 20;
   constexpr uint64_t kPiece = 4096;
-  std::unique_ptr<char[]> buf(new char[kChunk]);
   uint64_t data_bytes = 0;
   // Two passes: the live disk in order (the journal's blocks left as
   // holes), then the journal's blocks in payload log order.
   const uint64_t total = size + snap->changed_bytes();
-  for (uint64_t off = 0; off < size; off += kChunk) {
-    const uint64_t n = std::min(kChunk, size - off);
-    s = snap->ReadLiveBlocks(off, static_cast<uint32_t>(n), buf.get());
-    if (!s.ok()) return s;
-    // Runs of pieces that are not all zeros; the rest stays a hole.
-    uint64_t run = 0, pos = 0;
-    bool in_run = false;
-    for (pos = 0; pos < n; pos += kPiece) {
-      const uint64_t k = std::min(kPiece, n - pos);
-      const bool zero = AllZeroBytes(buf.get() + pos, k);
-      if (!zero && !in_run) {
-        run = pos;
-        in_run = true;
-      } else if (zero && in_run) {
-        if (s = WriteAll(fd, buf.get() + run, pos - run, off + run, tmp); !s.ok()) return s;
-        data_bytes += pos - run;
-        in_run = false;
+  // The first pass on a few threads: chunks are independent, and reading
+  // the live image (often cold) and writing the output overlap.  Progress
+  // is reported from this thread only.
+  {
+    constexpr int kWorkers = 3;
+    std::atomic<uint64_t> next{0}, done{0}, written{0};
+    std::atomic<bool> stop{false};
+    std::mutex err_mu;
+    Status first_error;
+    auto worker = [&] {
+      std::unique_ptr<char[]> wbuf(new char[kChunk]);
+      for (;;) {
+        const uint64_t off = next.fetch_add(kChunk);
+        if (off >= size || stop.load()) return;
+        const uint64_t n = std::min(kChunk, size - off);
+        Status ws = snap->ReadLiveBlocks(off, static_cast<uint32_t>(n), wbuf.get());
+        // Runs of pieces that are not all zeros; the rest stays a hole.
+        uint64_t run = 0;
+        bool in_run = false;
+        for (uint64_t pos = 0; ws.ok() && pos < n; pos += kPiece) {
+          const bool zero = AllZeroBytes(wbuf.get() + pos, std::min(kPiece, n - pos));
+          if (!zero && !in_run) {
+            run = pos;
+            in_run = true;
+          } else if (zero && in_run) {
+            ws = WriteAll(fd, wbuf.get() + run, pos - run, off + run, tmp);
+            written.fetch_add(pos - run);
+            in_run = false;
+          }
+        }
+        if (ws.ok() && in_run) {
+          ws = WriteAll(fd, wbuf.get() + run, n - run, off + run, tmp);
+          written.fetch_add(n - run);
+        }
+        if (!ws.ok()) {
+          std::lock_guard<std::mutex> l(err_mu);
+          if (first_error.ok()) first_error = ws;
+          stop.store(true);
+          return;
+        }
+        done.fetch_add(n);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kWorkers; i++) threads.emplace_back(worker);
+    bool cancelled = false;
+    while (done.load() < size && !stop.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (options.progress && !options.progress(done.load(), total)) {
+        cancelled = true;
+        stop.store(true);
       }
     }
-    if (in_run) {
-      if (s = WriteAll(fd, buf.get() + run, n - run, off + run, tmp); !s.ok()) return s;
-      data_bytes += n - run;
-    }
-    if (options.progress && !options.progress(off + n, total)) {
+    for (auto& t : threads) t.join();
+    if (!first_error.ok()) return first_error;
+    if (cancelled) return Status::Aborted("restore interrupted");
+    data_bytes += written.load();
+    if (options.progress && !options.progress(size, total)) {
       return Status::Aborted("restore interrupted");
     }
   }
