@@ -741,16 +741,6 @@ Status StoreImpl::OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>
 
 namespace {
 
-bool AllZeroBytes(const char* p, size_t n) {
-  static const char zeros[4096] = {};
-  while (n > 0) {
-    size_t k = std::min(n, sizeof zeros);
-    if (std::memcmp(p, zeros, k) != 0) return false;
-    p += k;
-    n -= k;
-  }
-  return true;
-}
 
 Status WriteAll(int fd, const char* p, size_t len, uint64_t off, const std::string& path) {
   while (len > 0) {
@@ -861,7 +851,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
         uint64_t run = 0;
         bool in_run = false;
         for (uint64_t pos = 0; ws.ok() && pos < n; pos += kPiece) {
-          const bool zero = AllZeroBytes(wbuf.get() + pos, std::min(kPiece, n - pos));
+          const bool zero = AllZero(wbuf.get() + pos, std::min(kPiece, n - pos));
           if (!zero && !in_run) {
             run = pos;
             in_run = true;
@@ -907,7 +897,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   s = snap->FetchJournalBlocks([&](uint64_t b, const char* content) -> Status {
     const uint64_t len = BlockLength(b);
     journal_done += len;
-    if (!AllZeroBytes(content, len)) {  // else the hole left by the first pass
+    if (!AllZero(content, len)) {  // else the hole left by the first pass
       Status w = WriteAll(fd, content, len, b * bs, tmp);
       if (!w.ok()) return w;
       data_bytes += len;
@@ -1087,9 +1077,9 @@ Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64
       // Zeros as a trim (the image stays sparse), data as a write.
       uint64_t p = pos;
       while (p < end) {
-        const bool zero = AllZeroBytes(want.data() + p, std::min(bs, end - p));
+        const bool zero = AllZero(want.data() + p, std::min(bs, end - p));
         uint64_t q = p;
-        while (q < end && AllZeroBytes(want.data() + q, std::min(bs, end - q)) == zero) {
+        while (q < end && AllZero(want.data() + q, std::min(bs, end - q)) == zero) {
           q += std::min(bs, end - q);
         }
         s = zero ? Zero(off + p, q - p, false, /*trim=*/true)

@@ -33,17 +33,6 @@ namespace rwd {
 
 namespace {
 
-CheckpointInfo InfoOf(const records::CheckpointRecord& r) {
-  CheckpointInfo c;
-  c.id = r.id;
-  c.name = r.name;
-  c.lsn = r.lsn;
-  c.time_ns = r.time_ns;
-  c.kind = r.kind == format::CheckpointKind::kVm ? "vm" : "disk";
-  c.pinned = r.pinned;
-  return c;
-}
-
 int64_t UtcDay(int64_t ns) { return ns / (86400LL * 1000000000LL) - (ns < 0 ? 1 : 0); }
 
 }  // namespace
@@ -105,9 +94,9 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
   for (const auto& c : cps) {
     if (keep.count(c.id)) {
       if (!k0) k0 = &c;
-      r.kept.push_back(InfoOf(c));
+      r.kept.push_back(CheckpointInfoOf(c));
     } else {
-      r.dropped.push_back(InfoOf(c));
+      r.dropped.push_back(CheckpointInfoOf(c));
     }
   }
   const uint64_t start = std::max(history_start_.load(), k0->lsn);

@@ -186,29 +186,42 @@ Status StoreImpl::Extents(uint64_t offset, uint64_t len,
   return image_->Extents(offset, len, fn);
 }
 
+bool AllZero(const char* p, size_t n) {
+  static const char zeros[4096] = {};
+  while (n > 0) {
+    size_t k = std::min(n, sizeof zeros);
+    if (std::memcmp(p, zeros, k) != 0) return false;
+    p += k;
+    n -= k;
+  }
+  return true;
+}
+
+CheckpointInfo CheckpointInfoOf(const records::CheckpointRecord& r) {
+  CheckpointInfo c;
+  c.id = r.id;
+  c.name = r.name;
+  c.lsn = r.lsn;
+  c.time_ns = r.time_ns;
+  c.kind = r.kind == format::CheckpointKind::kVm ? "vm" : "disk";
+  c.pinned = r.pinned;
+  return c;
+}
+
 Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out) {
   out->clear();
   (void)WaitCommitted();  // before-image counters of acknowledged writes included
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    records::CheckpointRecord r;
-    Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
-                                         std::string_view(it->value().data(), it->value().size()),
-                                         &r);
-    if (!s.ok()) return s;
-    CheckpointInfo c;
-    c.id = r.id;
-    c.name = r.name;
-    c.lsn = r.lsn;
-    c.time_ns = r.time_ns;
-    c.kind = r.kind == format::CheckpointKind::kVm ? "vm" : "disk";
-    c.pinned = r.pinned;
+  std::vector<records::CheckpointRecord> cps;
+  Status s = LoadCheckpoints(&cps);
+  if (!s.ok()) return s;
+  for (const auto& r : cps) {
+    CheckpointInfo c = CheckpointInfoOf(r);
     std::string v;
     rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &v);
     if (rs.ok() && v.size() == 8) c.undo_bytes = records::GetLE64(v.data());
     out->push_back(std::move(c));
   }
-  return FromRocks(it->status(), "read checkpoints");
+  return Status::Ok();
 }
 
 Status StoreImpl::GetInfo(StoreInfo* out) {

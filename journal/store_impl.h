@@ -56,6 +56,10 @@ namespace rwd {
 
 // A RocksDB status as a rewind Status, prefixed with what was being done.
 Status FromRocks(const rocksdb::Status& s, const std::string& what);
+// Whether n bytes at p are all zero.
+bool AllZero(const char* p, size_t n);
+// The public form of a checkpoint record (undo_bytes not filled in).
+CheckpointInfo CheckpointInfoOf(const records::CheckpointRecord& r);
 
 // Excludes overlapping byte ranges from each other.  Writers hold their
 // page-aligned range from building their pages until they are sequenced

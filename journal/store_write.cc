@@ -14,8 +14,6 @@ namespace rwd {
 
 namespace {
 
-constexpr size_t kMaxGroupRequests = 256;
-constexpr uint64_t kMaxGroupBytes = 16ull << 20;
 constexpr uint64_t kZeroChunkBytes = 16ull << 20;
 
 // Holds a RangeLock range for a scope.
@@ -35,16 +33,6 @@ class RangeGuard {
   uint64_t b_, e_;
 };
 
-bool AllZero(const char* p, size_t n) {
-  static const char zeros[4096] = {};
-  while (n > 0) {
-    size_t k = std::min(n, sizeof zeros);
-    if (std::memcmp(p, zeros, k) != 0) return false;
-    p += k;
-    n -= k;
-  }
-  return true;
-}
 
 }  // namespace
 
