@@ -227,8 +227,10 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       if (!tick()) return cancelled();
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read the redo journal");
-    if (newest != 0 && last != newest) {
-      damage("redo records " + std::to_string(last + 1) + " to " + std::to_string(newest) +
+    // Records run to the newest LSN, from after the last one seen (or
+    // after the prune point when a prune left none).
+    if (const uint64_t from = std::max(last, start) + 1; newest >= from) {
+      damage("redo records " + std::to_string(from) + " to " + std::to_string(newest) +
              " are missing");
     }
     if (oldest > start + 1) {

@@ -253,6 +253,24 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
     if (!s.ok()) return s;
     out->redo_records = out->newest_lsn - out->oldest_lsn + 1;
   }
+  // After a prune the oldest point is the prune point (its record is gone,
+  // its checkpoint is not), and a prune may have left no record at all.
+  if (const uint64_t start = history_start_.load(); start > 0) {
+    std::vector<records::CheckpointRecord> cps;
+    Status s = LoadCheckpoints(&cps);
+    if (!s.ok()) return s;
+    int64_t start_time = 0;
+    for (const auto& r : cps) {
+      if (r.lsn == start) start_time = r.time_ns;
+    }
+    if (out->newest_lsn == 0) {
+      out->newest_lsn = start;
+      out->newest_time_ns = start_time;
+    }
+    out->redo_records = out->newest_lsn - start;
+    out->oldest_lsn = start;
+    out->oldest_time_ns = start_time;
+  }
   auto space = [&](rocksdb::ColumnFamilyHandle* cf) {
     uint64_t total = 0, v = 0;
     for (const char* p : {"rocksdb.total-sst-files-size", "rocksdb.total-blob-file-size",

@@ -89,10 +89,13 @@ Status RunExclusive(const std::function<Status()>& fn) {
     }
     g_exclusive = true;
   }
-  Status s = fn();
-  std::lock_guard<std::mutex> l(g_writers_mu);
-  g_exclusive = false;
-  return s;
+  struct Release {
+    ~Release() {
+      std::lock_guard<std::mutex> l(g_writers_mu);
+      g_exclusive = false;
+    }
+  } release;  // also when fn throws
+  return fn();
 }
 
 Store* StoreOf(void* handle) { return static_cast<Handle*>(handle)->store; }

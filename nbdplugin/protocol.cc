@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <system_error>
+#include <vector>
 
 namespace rwd::control {
 
@@ -245,6 +246,181 @@ Status FromJson(const json& j, RestoreResult* out) {
   return Status::Ok();
 }
 
+namespace {
+
+// The object member key of j, or null after setting *s to an error naming it.
+const json* Member(const json& j, const char* what, const char* key, Status* s) {
+  if (!j.is_object()) {
+    *s = Status::InvalidArgument(fmt::format("{} is not an object", what));
+    return nullptr;
+  }
+  auto it = j.find(key);
+  if (it == j.end()) {
+    *s = Status::InvalidArgument(fmt::format("{} member '{}' is missing", what, key));
+    return nullptr;
+  }
+  return &*it;
+}
+
+// The array member key of j, each element read by read.
+template <typename T, typename Read>
+Status ArrayMember(const json& j, const char* what, const char* key, std::vector<T>* out,
+                   Read read) {
+  Status s;
+  const json* a = Member(j, what, key, &s);
+  if (a == nullptr) return s;
+  if (!a->is_array()) {
+    return Status::InvalidArgument(fmt::format("{} member '{}' is not an array", what, key));
+  }
+  out->clear();
+  for (const json& e : *a) {
+    T v;
+    if (s = read(e, &v); !s.ok()) return s;
+    out->push_back(std::move(v));
+  }
+  return Status::Ok();
+}
+
+Status SecondsMember(const json& j, const char* what, double* out) {
+  Status s;
+  const json* v = Member(j, what, "seconds", &s);
+  if (v == nullptr) return s;
+  if (!v->is_number()) {
+    return Status::InvalidArgument(fmt::format("{} member 'seconds' is not a number", what));
+  }
+  *out = v->get<double>();
+  return Status::Ok();
+}
+
+}  // namespace
+
+json ToJson(const RollbackResult& result) {
+  return json{{"point", ToJson(result.point)},
+              {"before", ToJson(result.before)},
+              {"examined_bytes", result.examined_bytes},
+              {"rewritten_bytes", result.rewritten_bytes},
+              {"seconds", result.seconds}};
+}
+
+json ToJson(const DiffResult& result) {
+  json ranges = json::array();
+  for (const DiffRange& r : result.ranges) {
+    ranges.push_back(json{{"offset", r.offset}, {"length", r.length}});
+  }
+  return json{{"from", ToJson(result.from)},
+              {"to", ToJson(result.to)},
+              {"ranges", std::move(ranges)},
+              {"bytes", result.bytes},
+              {"records", result.records}};
+}
+
+json ToJson(const VerifyReport& report) {
+  return json{{"clean", report.clean()},
+              {"redo_records", report.redo_records},
+              {"undo_records", report.undo_records},
+              {"checkpoints", report.checkpoints},
+              {"payload_bytes", report.payload_bytes},
+              {"image_pages_checked", report.image_pages_checked},
+              {"damage", report.damage}};
+}
+
+json ToJson(const PruneResult& result, bool dry_run) {
+  json kept = json::array(), dropped = json::array();
+  for (const CheckpointInfo& cp : result.kept) kept.push_back(ToJson(cp));
+  for (const CheckpointInfo& cp : result.dropped) dropped.push_back(ToJson(cp));
+  return json{{"dry_run", dry_run},
+              {"kept", std::move(kept)},
+              {"dropped", std::move(dropped)},
+              {"history_start_lsn", result.history_start_lsn},
+              {"redo_records_dropped", result.redo_records_dropped},
+              {"undo_records_dropped", result.undo_records_dropped},
+              {"segments_deleted", result.segments_deleted},
+              {"bytes_before", result.bytes_before},
+              {"bytes_after", result.bytes_after}};
+}
+
+Status FromJson(const json& j, RollbackResult* out) {
+  constexpr const char* kWhat = "rollback result";
+  RollbackResult res;
+  Status s;
+  const json* point = Member(j, kWhat, "point", &s);
+  if (point != nullptr) s = FromJson(*point, &res.point);
+  const json* before = s.ok() ? Member(j, kWhat, "before", &s) : nullptr;
+  if (before != nullptr) s = FromJson(*before, &res.before);
+  if (s.ok()) s = SecondsMember(j, kWhat, &res.seconds);
+  if (!s.ok()) return s;
+  MemberReader r(j, kWhat);
+  r.Unsigned("examined_bytes", &res.examined_bytes);
+  r.Unsigned("rewritten_bytes", &res.rewritten_bytes);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(res);
+  return Status::Ok();
+}
+
+Status FromJson(const json& j, DiffResult* out) {
+  constexpr const char* kWhat = "diff result";
+  DiffResult res;
+  Status s;
+  const json* from = Member(j, kWhat, "from", &s);
+  if (from != nullptr) s = FromJson(*from, &res.from);
+  const json* to = s.ok() ? Member(j, kWhat, "to", &s) : nullptr;
+  if (to != nullptr) s = FromJson(*to, &res.to);
+  if (s.ok()) {
+    s = ArrayMember(j, kWhat, "ranges", &res.ranges, [](const json& e, DiffRange* range) {
+      MemberReader r(e, "diff range");
+      r.Unsigned("offset", &range->offset);
+      r.Unsigned("length", &range->length);
+      return r.status();
+    });
+  }
+  if (!s.ok()) return s;
+  MemberReader r(j, kWhat);
+  r.Unsigned("bytes", &res.bytes);
+  r.Unsigned("records", &res.records);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(res);
+  return Status::Ok();
+}
+
+Status FromJson(const json& j, VerifyReport* out) {
+  constexpr const char* kWhat = "verify report";
+  VerifyReport rep;
+  Status s = ArrayMember(j, kWhat, "damage", &rep.damage, [](const json& e, std::string* line) {
+    if (!e.is_string()) return Status::InvalidArgument("verify report damage is not a string");
+    *line = e.get<std::string>();
+    return Status::Ok();
+  });
+  if (!s.ok()) return s;
+  MemberReader r(j, kWhat);
+  r.Unsigned("redo_records", &rep.redo_records);
+  r.Unsigned("undo_records", &rep.undo_records);
+  r.Unsigned("checkpoints", &rep.checkpoints);
+  r.Unsigned("payload_bytes", &rep.payload_bytes);
+  r.Unsigned("image_pages_checked", &rep.image_pages_checked);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(rep);
+  return Status::Ok();
+}
+
+Status FromJson(const json& j, PruneResult* out) {
+  constexpr const char* kWhat = "prune result";
+  PruneResult res;
+  auto checkpoint = [](const json& e, CheckpointInfo* cp) { return FromJson(e, cp); };
+  Status s = ArrayMember(j, kWhat, "kept", &res.kept, checkpoint);
+  if (s.ok()) s = ArrayMember(j, kWhat, "dropped", &res.dropped, checkpoint);
+  if (!s.ok()) return s;
+  MemberReader r(j, kWhat);
+  r.Unsigned("history_start_lsn", &res.history_start_lsn);
+  r.Unsigned("redo_records_dropped", &res.redo_records_dropped);
+  r.Unsigned("undo_records_dropped", &res.undo_records_dropped);
+  r.Unsigned("segments_deleted", &res.segments_deleted);
+  r.Unsigned("bytes_before", &res.bytes_before);
+  r.Unsigned("bytes_after", &res.bytes_after);
+  if (!r.status().ok()) return r.status();
+  *out = std::move(res);
+  return Status::Ok();
+}
+
 // ---- Requests --------------------------------------------------------------
 
 const char* OpName(Op op) {
@@ -254,16 +430,28 @@ const char* OpName(Op op) {
     case Op::kCheckpoint: return "checkpoint";
     case Op::kList: return "list";
     case Op::kRestore: return "restore";
+    case Op::kRollback: return "rollback";
+    case Op::kDiff: return "diff";
+    case Op::kVerify: return "verify";
+    case Op::kPrune: return "prune";
   }
   return "?";
+}
+
+bool IsLongOp(Op op) {
+  return op == Op::kRestore || op == Op::kRollback || op == Op::kDiff || op == Op::kVerify ||
+         op == Op::kPrune;
 }
 
 Error ErrorFromStatus(const Status& s) { return Error{s.CodeName(), s.message(), nullptr}; }
 
 namespace {
 
+constexpr Op kOps[] = {Op::kHello,    Op::kInfo, Op::kCheckpoint, Op::kList, Op::kRestore,
+                       Op::kRollback, Op::kDiff, Op::kVerify,     Op::kPrune};
+
 std::optional<Op> OpFromName(std::string_view name) {
-  for (Op op : {Op::kHello, Op::kInfo, Op::kCheckpoint, Op::kList, Op::kRestore}) {
+  for (Op op : kOps) {
     if (name == OpName(op)) return op;
   }
   return std::nullopt;
@@ -271,29 +459,93 @@ std::optional<Op> OpFromName(std::string_view name) {
 
 Error BadRequest(std::string message) { return Error{kBadRequest, std::move(message), nullptr}; }
 
+// A required string member: a POINT ("to", "from") or a path ("output").
+std::optional<Error> RequiredString(const json& j, Op op, const char* key, const char* meaning,
+                                    std::string* out) {
+  auto it = j.find(key);
+  if (it == j.end()) {
+    return BadRequest(fmt::format("{} request has no member '{}'{}", OpName(op), key, meaning));
+  }
+  if (!it->is_string()) {
+    return BadRequest(fmt::format("{} member '{}' is not a string", OpName(op), key));
+  }
+  *out = it->get<std::string>();
+  return std::nullopt;
+}
+
+// An optional boolean member: absent or null leaves *out false.
+std::optional<Error> OptionalBool(const json& j, Op op, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean()) {
+    return BadRequest(fmt::format("{} member '{}' is not a boolean", OpName(op), key));
+  }
+  *out = it->get<bool>();
+  return std::nullopt;
+}
+
+// An optional count member: absent or null leaves *out 0.
+template <typename T>
+std::optional<Error> OptionalCount(const json& j, Op op, const char* key, T* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  const bool in_range =
+      it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0);
+  if (!in_range || it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+    return BadRequest(
+        fmt::format("{} member '{}' is not a non-negative integer in range", OpName(op), key));
+  }
+  *out = static_cast<T>(it->get<uint64_t>());
+  return std::nullopt;
+}
+
 // The members of a restore request.  A relative output is refused: the
 // server's working directory means nothing to the client.
 std::optional<Error> ParseRestore(const json& j, Request* out) {
-  auto to = j.find("to");
-  if (to == j.end()) return BadRequest("restore request has no member 'to' (the POINT)");
-  if (!to->is_string()) return BadRequest("restore member 'to' is not a string");
-  out->to = to->get<std::string>();
-  auto output = j.find("output");
-  if (output == j.end()) return BadRequest("restore request has no member 'output'");
-  if (!output->is_string()) return BadRequest("restore member 'output' is not a string");
-  out->output = output->get<std::string>();
+  if (auto e = RequiredString(j, Op::kRestore, "to", " (the POINT)", &out->to)) return e;
+  if (auto e = RequiredString(j, Op::kRestore, "output", "", &out->output)) return e;
   if (out->output.empty() || out->output.front() != '/') {
-    Error e = ErrorFromStatus(Status::InvalidArgument(
+    return ErrorFromStatus(Status::InvalidArgument(
         fmt::format("restore output '{}' is not an absolute path", out->output)));
-    return e;
   }
-  for (auto [key, flag] :
-       {std::pair{"force", &out->force}, std::pair{"progress", &out->progress}}) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) continue;
-    if (!it->is_boolean())
-      return BadRequest(fmt::format("restore member '{}' is not a boolean", key));
-    *flag = it->get<bool>();
+  return OptionalBool(j, Op::kRestore, "force", &out->force);
+}
+
+// The members of a prune request: a policy that keeps something.
+std::optional<Error> ParsePrune(const json& j, Request* out) {
+  PrunePolicy& p = out->policy;
+  if (auto e = OptionalCount(j, Op::kPrune, "keep_last", &p.keep_last)) return e;
+  if (auto e = OptionalCount(j, Op::kPrune, "keep_within_ns", &p.keep_within_ns)) return e;
+  if (auto e = OptionalCount(j, Op::kPrune, "keep_daily", &p.keep_daily)) return e;
+  if (auto e = OptionalBool(j, Op::kPrune, "dry_run", &p.dry_run)) return e;
+  if (p.keep_last == 0 && p.keep_within_ns == 0 && p.keep_daily == 0) {
+    return ErrorFromStatus(Status::InvalidArgument(
+        "prune needs a policy: keep_last, keep_within_ns or keep_daily above 0"));
+  }
+  return std::nullopt;
+}
+
+// The members of the op's request beyond v, id and op.
+std::optional<Error> ParseArguments(const json& j, Request* out) {
+  switch (out->op) {
+    case Op::kCheckpoint: {
+      auto name = j.find("name");
+      if (name != j.end() && !name->is_null()) {
+        if (!name->is_string()) return BadRequest("checkpoint member 'name' is not a string");
+        out->name = name->get<std::string>();
+      }
+      return std::nullopt;
+    }
+    case Op::kRestore: return ParseRestore(j, out);
+    case Op::kRollback: return RequiredString(j, out->op, "to", " (the POINT)", &out->to);
+    case Op::kDiff:
+      if (auto e = RequiredString(j, out->op, "from", " (a POINT)", &out->from)) return e;
+      return RequiredString(j, out->op, "to", " (a POINT)", &out->to);
+    case Op::kPrune: return ParsePrune(j, out);
+    case Op::kHello:
+    case Op::kInfo:
+    case Op::kList:
+    case Op::kVerify: return std::nullopt;
   }
   return std::nullopt;
 }
@@ -332,15 +584,8 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
         nullptr};
   }
   out->op = *parsed;
-
-  if (out->op == Op::kCheckpoint) {
-    auto name = j.find("name");
-    if (name != j.end() && !name->is_null()) {
-      if (!name->is_string()) return BadRequest("checkpoint member 'name' is not a string");
-      out->name = name->get<std::string>();
-    }
-  }
-  if (out->op == Op::kRestore) return ParseRestore(j, out);
+  if (auto e = ParseArguments(j, out)) return e;
+  if (IsLongOp(out->op)) return OptionalBool(j, out->op, "progress", &out->progress);
   return std::nullopt;
 }
 

@@ -5,11 +5,22 @@
 // the read end of a "wake" pipe; Stop writes one byte to the pipe and never
 // reads it, so the pipe stays readable and every thread sees it at its next
 // poll.  A connection thread that is inside a Store call finishes the call
-// and its answer first, so Stop waits at most for one Store call.  The one
-// long call, Store::Restore, asks its progress callback whether to go on
-// after every chunk; the callback looks at the pipe and at the client's
-// socket (POLLHUP: the client closed it), so a restore ends soon after Stop
-// or after its client went away, and the store removes its temporary file.
+// and its answer first, so Stop waits at most for one Store call.  The long
+// calls that can stop, Store::Restore and Store::Verify, ask their progress
+// callback whether to go on as they work; the callback looks at the pipe and
+// at the client's socket (POLLHUP: the client closed it), so they end soon
+// after Stop or after their client went away (a restore's temporary file is
+// removed).  Rollback cannot stop half way, and diff and prune have no
+// callback: Stop waits for them.
+//
+// Rollback and prune need the live disk to themselves (a rollback's
+// rewrites race with other writers): they run inside options.exclusive, the
+// plugin's hook that refuses with Busy while an NBD client has the live disk
+// open for writing and keeps new writers out meanwhile.
+//
+// Progress lines of long work go out from the connection's thread as the
+// work reports, and from a keep-alive thread per request while it is quiet
+// (ProgressLines).
 //
 // The socket is bound under umask 077 and then chmod'ed to 0600, so it is
 // never reachable by other users, even for an instant.  Peers are checked
@@ -23,101 +34,266 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <vector>
 
 namespace rwd::control {
 
 using nlohmann::json;
 
-// ---- Dispatch --------------------------------------------------------------
+// ---- Progress lines --------------------------------------------------------
 
 namespace {
 
-// Restores on the calling thread.  Progress goes to the client when it asked
-// for it (a first line at once, then at most one per kProgressIntervalMs);
-// whether to go on is asked at every call of the store's progress callback.
-json Restore(Store& store, const Request& req, const RequestChannel* channel) {
-  PointInfo point;
-  Status s = store.ResolvePoint(req.to, &point);
-  StoreInfo info;
-  if (s.ok()) s = store.GetInfo(&info);
-  if (s.ok()) s = CheckRestoreOutput(req.output, info.dir, info.image_path);
-  if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
+using Clock = std::chrono::steady_clock;
 
-  using Clock = std::chrono::steady_clock;
-  const bool send = req.progress && channel != nullptr && channel->send;
-  const bool check = channel != nullptr && bool(channel->alive);
-  bool cancelled = false;
-  Clock::time_point last_sent = Clock::now();
-  if (send && !channel->send(ToLine(MakeProgress(req.id, 0, store.size())))) cancelled = true;
-
-  RestoreOptions options;
-  options.output = req.output;
-  options.overwrite = req.force;
-  options.progress = [&](uint64_t done, uint64_t total) {
-    if (cancelled || (check && !channel->alive())) {
-      cancelled = true;
-      return false;
-    }
-    if (send && Clock::now() - last_sent >= std::chrono::milliseconds(kProgressIntervalMs)) {
-      if (!channel->send(ToLine(MakeProgress(req.id, done, total)))) {
-        cancelled = true;
-        return false;
-      }
-      last_sent = Clock::now();
-    }
-    return true;
-  };
-  RestoreResult result;
-  if (!cancelled) s = store.Restore(point, options, &result);
-  if (cancelled) {
-    s = Status::Aborted("restore cancelled: the client went away or the plugin is stopping");
+// The progress lines of one request.  When the request asked for them and
+// there is a channel to send them on, the first goes out at once, then at
+// most one per kProgressIntervalMs as the work reports; a keep-alive thread
+// repeats the last values whenever keepalive_ms passed without a line, so
+// that work which reports rarely or never (a diff, a prune, a snapshot being
+// built) does not look wedged to the client.  Sends are serialized by mu_;
+// the work never waits for a keep-alive being sent (its report is then
+// skipped: the next one carries the news).
+class ProgressLines {
+ public:
+  ProgressLines(const Request& req, const RequestChannel* channel, int keepalive_ms, uint64_t total)
+      : id_(req.id),
+        channel_(req.progress && channel != nullptr && channel->send ? channel : nullptr),
+        keepalive_(std::max(keepalive_ms, 1)),
+        total_(total) {
+    if (channel_ == nullptr) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    SendLocked();
+    if (!failed_) thread_ = std::thread([this] { KeepAlive(); });
   }
-  if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
-  return MakeResult(req.id, ToJson(result, req.output));
+  ~ProgressLines() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  ProgressLines(const ProgressLines&) = delete;
+  ProgressLines& operator=(const ProgressLines&) = delete;
+
+  // done out of total.  False once a line could not be sent: the client
+  // has gone, or the server stops.
+  bool Report(uint64_t done, uint64_t total) {
+    if (channel_ == nullptr) return true;
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return !failed_;
+    done_ = std::max(done_, done);  // never decreases
+    total_ = total;
+    if (!failed_ && Clock::now() - last_sent_ >= std::chrono::milliseconds(kProgressIntervalMs)) {
+      SendLocked();
+    }
+    return !failed_;
+  }
+
+  bool ok() const { return !failed_; }
+
+ private:
+  // Must be called with mu_ held.
+  void SendLocked() {
+    if (!channel_->send(ToLine(MakeProgress(id_, done_, total_)))) failed_ = true;
+    last_sent_ = Clock::now();
+  }
+
+  void KeepAlive() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_ && !failed_) {
+      if (cv_.wait_until(lock, last_sent_ + keepalive_, [this] { return stop_; })) break;
+      if (Clock::now() - last_sent_ >= keepalive_) SendLocked();
+    }
+  }
+
+  const std::optional<json> id_;
+  const RequestChannel* const channel_;  // null: no lines
+  const std::chrono::milliseconds keepalive_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;            // guarded by mu_
+  uint64_t done_ = 0;            // guarded by mu_
+  uint64_t total_ = 0;           // guarded by mu_
+  Clock::time_point last_sent_;  // guarded by mu_
+  std::atomic<bool> failed_{false};
+  std::thread thread_;
+};
+
+// ---- Dispatch --------------------------------------------------------------
+
+// What the handlers of one request share.
+struct Context {
+  Store& store;
+  const Request& req;
+  const RequestChannel* channel;  // may be null
+  const ControlServerOptions& options;
+
+  json Fail(const Status& s) const { return MakeError(req.id, ErrorFromStatus(s)); }
+  // Whether the work should go on: the client is there, the server runs.
+  bool Alive() const { return channel == nullptr || !channel->alive || channel->alive(); }
+  // Runs fn with the live disk to itself when the plugin set the hook.  fn
+  // never throws: an exception inside the hook could leave the disk held.
+  Status Exclusive(const std::function<Status()>& fn) const {
+    auto guarded = [&fn]() -> Status {
+      try {
+        return fn();
+      } catch (const std::exception& e) {
+        return Status::IOError(std::string("internal error: ") + e.what());
+      }
+    };
+    return options.exclusive ? options.exclusive(guarded) : guarded();
+  }
+};
+
+Status Cancelled(const char* what) {
+  return Status::Aborted(std::string(what) +
+                         " cancelled: the client went away or the plugin is stopping");
 }
 
-json Dispatch(Store& store, const Request& req, const RequestChannel* channel) {
-  switch (req.op) {
+// Restores on the calling thread; stops when the client goes away.
+json Restore(const Context& c) {
+  PointInfo point;
+  Status s = c.store.ResolvePoint(c.req.to, &point);
+  StoreInfo info;
+  if (s.ok()) s = c.store.GetInfo(&info);
+  if (s.ok()) s = CheckRestoreOutput(c.req.output, info.dir, info.image_path);
+  if (!s.ok()) return c.Fail(s);
+
+  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, c.store.size());
+  bool cancelled = !lines.ok();
+  RestoreOptions options;
+  options.output = c.req.output;
+  options.overwrite = c.req.force;
+  options.progress = [&](uint64_t done, uint64_t total) {
+    if (cancelled || !c.Alive() || !lines.Report(done, total)) cancelled = true;
+    return !cancelled;
+  };
+  RestoreResult result;
+  if (!cancelled) s = c.store.Restore(point, options, &result);
+  if (cancelled) s = Cancelled("restore");
+  if (!s.ok()) return c.Fail(s);
+  return MakeResult(c.req.id, ToJson(result, c.req.output));
+}
+
+// Not cancellable: a rollback started runs to its end, whoever listens.
+json Rollback(const Context& c) {
+  PointInfo point;
+  if (Status s = c.store.ResolvePoint(c.req.to, &point); !s.ok()) return c.Fail(s);
+  RollbackResult result;
+  Status s = c.Exclusive([&] {
+    ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
+    RollbackOptions options;
+    options.progress = [&](uint64_t done, uint64_t total) {
+      (void)lines.Report(done, total);
+      return true;
+    };
+    return c.store.Rollback(point, options, &result);
+  });
+  if (!s.ok()) return c.Fail(s);
+  return MakeResult(c.req.id, ToJson(result));
+}
+
+json Diff(const Context& c) {
+  PointInfo from, to;
+  Status s = c.store.ResolvePoint(c.req.from, &from);
+  if (s.ok()) s = c.store.ResolvePoint(c.req.to, &to);
+  if (!s.ok()) return c.Fail(s);
+  DiffResult result;
+  {
+    ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
+    s = c.store.Diff(from, to, &result);
+  }
+  if (!s.ok()) return c.Fail(s);
+  return MakeResult(c.req.id, ToJson(result));
+}
+
+// Stops when the client goes away.  Damage is a result, not an error.
+json Verify(const Context& c) {
+  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
+  bool cancelled = !lines.ok();
+  VerifyReport report;
+  Status s;
+  if (!cancelled) {
+    s = c.store.Verify(
+        [&](uint64_t done, uint64_t total) {
+          if (cancelled || !c.Alive() || !lines.Report(done, total)) cancelled = true;
+          return !cancelled;
+        },
+        &report);
+  }
+  if (cancelled) s = Cancelled("verify");
+  if (!s.ok()) return c.Fail(s);
+  return MakeResult(c.req.id, ToJson(report));
+}
+
+// A dry run changes nothing, so it needs no exclusive hold on the disk.
+json Prune(const Context& c) {
+  PruneResult result;
+  auto work = [&] {
+    ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
+    return c.store.Prune(c.req.policy, &result);
+  };
+  Status s = c.req.policy.dry_run ? work() : c.Exclusive(work);
+  if (!s.ok()) return c.Fail(s);
+  return MakeResult(c.req.id, ToJson(result, c.req.policy.dry_run));
+}
+
+json Dispatch(const Context& c) {
+  Store& store = c.store;
+  switch (c.req.op) {
     case Op::kHello:
       return MakeResult(
-          req.id, json{{"server", ServerName()}, {"versions", json::array({kProtocolVersion})}});
+          c.req.id, json{{"server", ServerName()}, {"versions", json::array({kProtocolVersion})}});
     case Op::kInfo: {
       StoreInfo info;
       Status s = store.GetInfo(&info);
-      if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
-      return MakeResult(req.id, ToJson(info, /*online=*/true));
+      if (!s.ok()) return c.Fail(s);
+      return MakeResult(c.req.id, ToJson(info, /*online=*/true));
     }
     case Op::kCheckpoint: {
       CheckpointInfo cp;
-      Status s = store.Checkpoint(req.name, &cp);
-      if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
-      return MakeResult(req.id, ToJson(cp));
+      Status s = store.Checkpoint(c.req.name, &cp);
+      if (!s.ok()) return c.Fail(s);
+      return MakeResult(c.req.id, ToJson(cp));
     }
     case Op::kList: {
       std::vector<CheckpointInfo> cps;
       Status s = store.ListCheckpoints(&cps);
-      if (!s.ok()) return MakeError(req.id, ErrorFromStatus(s));
+      if (!s.ok()) return c.Fail(s);
       json list = json::array();
       for (const CheckpointInfo& cp : cps) list.push_back(ToJson(cp));
-      return MakeResult(req.id, json{{"checkpoints", std::move(list)}});
+      return MakeResult(c.req.id, json{{"checkpoints", std::move(list)}});
     }
-    case Op::kRestore: return Restore(store, req, channel);
+    case Op::kRestore: return Restore(c);
+    case Op::kRollback: return Rollback(c);
+    case Op::kDiff: return Diff(c);
+    case Op::kVerify: return Verify(c);
+    case Op::kPrune: return Prune(c);
   }
-  return MakeError(req.id, Error{kUnknownOp, "unknown op", nullptr});
+  return MakeError(c.req.id, Error{kUnknownOp, "unknown op", nullptr});
 }
 
 }  // namespace
 
-json HandleRequestLine(Store& store, std::string_view line, const RequestChannel* channel) {
+json HandleRequestLine(Store& store, std::string_view line, const RequestChannel* channel,
+                       const ControlServerOptions* options) {
+  static const ControlServerOptions kDefaults;
   Request req;
   if (std::optional<Error> err = ParseRequest(line, &req)) return MakeError(req.id, *err);
   try {
-    return Dispatch(store, req, channel);
+    return Dispatch(Context{store, req, channel, options != nullptr ? *options : kDefaults});
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
@@ -365,7 +541,7 @@ void ControlServer::Serve(int fd) {
     size_t start = 0;
     for (size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1) {
       std::string_view line(buf.data() + start, nl - start);
-      json response = HandleRequestLine(*store_, line, &channel);
+      json response = HandleRequestLine(*store_, line, &channel, &options_);
       if (!SendAll(fd, ToLine(response))) return;
       // A too-long line breaks the framing: the rest cannot be trusted.
       if (line.size() > kMaxRequestLine) return;

@@ -37,6 +37,27 @@ class Backend {
   [[nodiscard]] virtual Status Restore(const std::string& point, const std::string& output,
                                        bool force, const ProgressFn& progress,
                                        RestoreResult* out) = 0;
+  // Puts the live disk back to point (a POINT as the user gave it), in
+  // place, after recording a before-rollback-... checkpoint that undoes it.
+  // It cannot be cancelled: progress (may be empty; bytes of changed blocks
+  // examined) only watches, and its answer is ignored.  Online, the plugin
+  // refuses with Busy while an NBD client has the live disk open for
+  // writing.
+  [[nodiscard]] virtual Status Rollback(const std::string& point, const ProgressFn& progress,
+                                        RollbackResult* out) = 0;
+  // The byte ranges whose content differs between two points (POINTs as
+  // the user gave them).
+  [[nodiscard]] virtual Status Diff(const std::string& from, const std::string& to,
+                                    DiffResult* out) = 0;
+  // Checks every checksum and invariant; damage goes into *out, the status
+  // fails only when verification could not run.  progress (may be empty)
+  // counts records; returning false cancels (Aborted).
+  [[nodiscard]] virtual Status Verify(const ProgressFn& progress, VerifyReport* out) = 0;
+  // Drops history by policy (a dry run changes nothing).  Online, the
+  // plugin refuses a prune (not a dry run) with Busy while an NBD client has
+  // the live disk open for writing; the store refuses one with Busy while a
+  // snapshot (a time-travel export) is open.
+  [[nodiscard]] virtual Status Prune(const PrunePolicy& policy, PruneResult* out) = 0;
   // Releases the store (a local store is synced and closed).  The
   // destructor closes too, but cannot report a failure.
   [[nodiscard]] virtual Status Close() = 0;

@@ -44,6 +44,31 @@ class LocalBackend final : public Backend {
     return store_->Restore(resolved, options, out);
   }
 
+  Status Rollback(const std::string& point, const ProgressFn& progress,
+                  RollbackResult* out) override {
+    PointInfo resolved;
+    if (Status s = store_->ResolvePoint(point, &resolved); !s.ok()) return s;
+    RollbackOptions options;
+    options.progress = progress;
+    return store_->Rollback(resolved, options, out);
+  }
+
+  Status Diff(const std::string& from, const std::string& to, DiffResult* out) override {
+    PointInfo a, b;
+    Status s = store_->ResolvePoint(from, &a);
+    if (s.ok()) s = store_->ResolvePoint(to, &b);
+    if (!s.ok()) return s;
+    return store_->Diff(a, b, out);
+  }
+
+  Status Verify(const ProgressFn& progress, VerifyReport* out) override {
+    return store_->Verify(progress, out);
+  }
+
+  Status Prune(const PrunePolicy& policy, PruneResult* out) override {
+    return store_->Prune(policy, out);
+  }
+
   Status Close() override {
     if (store_ == nullptr) return Status::Ok();
     Status s = store_->Close();

@@ -12,9 +12,10 @@ namespace rwd::cli {
 namespace {
 
 // How long the plugin may stay silent during a request, connection
-// included.  Every op of the protocol is quick (a checkpoint is O(1)) but
-// restore, which sends progress lines that restart this timeout; it bounds
-// a wedged plugin.
+// included.  The quick ops (a checkpoint is O(1)) answer well within it;
+// the long ones (restore, rollback, diff, verify, prune) always ask for
+// progress lines, which restart it and which the plugin sends at least
+// every kKeepAliveMs while it works.  It bounds a wedged plugin.
 constexpr int kCallTimeoutMs = 30000;
 
 class OnlineBackend final : public Backend {
@@ -70,6 +71,53 @@ class OnlineBackend final : public Backend {
     return Decode(result, out, "restore");
   }
 
+  Status Rollback(const std::string& point, const ProgressFn& progress,
+                  RollbackResult* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kRollback);
+    request["to"] = point;
+    request["progress"] = true;
+    control::CallProgressFn on_progress = [&progress](uint64_t done, uint64_t total) {
+      if (progress) (void)progress(done, total);
+      return true;  // the plugin goes on anyway
+    };
+    nlohmann::json result;
+    if (Status s = Call(request, &result, on_progress); !s.ok()) return s;
+    return Decode(result, out, "rollback");
+  }
+
+  Status Diff(const std::string& from, const std::string& to, DiffResult* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kDiff);
+    request["from"] = from;
+    request["to"] = to;
+    request["progress"] = true;  // keep-alives: a long diff never hits the timeout
+    nlohmann::json result;
+    if (Status s = Call(request, &result, KeepAlive()); !s.ok()) return s;
+    return Decode(result, out, "diff");
+  }
+
+  Status Verify(const ProgressFn& progress, VerifyReport* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kVerify);
+    request["progress"] = true;
+    control::CallProgressFn on_progress = [&progress](uint64_t done, uint64_t total) {
+      return !progress || progress(done, total);
+    };
+    nlohmann::json result;
+    if (Status s = Call(request, &result, on_progress); !s.ok()) return s;
+    return Decode(result, out, "verify");
+  }
+
+  Status Prune(const PrunePolicy& policy, PruneResult* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kPrune);
+    if (policy.keep_last > 0) request["keep_last"] = policy.keep_last;
+    if (policy.keep_within_ns > 0) request["keep_within_ns"] = policy.keep_within_ns;
+    if (policy.keep_daily > 0) request["keep_daily"] = policy.keep_daily;
+    request["dry_run"] = policy.dry_run;
+    request["progress"] = true;  // keep-alives
+    nlohmann::json result;
+    if (Status s = Call(request, &result, KeepAlive()); !s.ok()) return s;
+    return Decode(result, out, "prune");
+  }
+
   Status Close() override { return Status::Ok(); }
 
   // Sends one request and reads its response, which may be an error
@@ -90,6 +138,11 @@ class OnlineBackend final : public Backend {
   }
 
  private:
+  // Receives the progress lines of work that reports none of its own.
+  static control::CallProgressFn KeepAlive() {
+    return [](uint64_t, uint64_t) { return true; };
+  }
+
   template <typename T>
   Status Decode(const nlohmann::json& j, T* out, const char* op) {
     Status s = control::FromJson(j, out);

@@ -1,10 +1,14 @@
 #include "command.h"
 
+#include <fmt/format.h>
+
 #include <rewind/journal/store.h>
 
 #include <filesystem>
 #include <iostream>
 #include <system_error>
+
+#include "human.h"
 
 namespace rwd::cli {
 
@@ -72,6 +76,46 @@ CLI::Validator PointValidator() {
         return s.ok() ? "" : s.message();
       },
       "", "POINT");
+}
+
+Status ParseDuration(const std::string& text, int64_t* ns) {
+  // The amounts of a relative POINT ("-10m") are the same syntax.
+  ParsedPoint point;
+  if (!text.empty() && text[0] >= '0' && text[0] <= '9' && ParsePoint("-" + text, &point).ok()) {
+    *ns = point.ago_ns;
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(
+      fmt::format("bad duration '{}': an amount and a unit (s, m, h, d or w), as in 24h, 7d, 90m "
+                  "or 1h30m; not zero, at most a century",
+                  text));
+}
+
+CLI::Validator DurationValidator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        int64_t ns = 0;
+        Status s = ParseDuration(text, &ns);
+        if (!s.ok()) return s.message();
+        text = std::to_string(ns);
+        return "";
+      },
+      "", "DURATION");
+}
+
+const char* const kPointHelp =
+    R"(POINT is one of:
+  NAME                       a checkpoint ('rewind list' shows them)
+  lsn:N                      right after write N (lsn:0: the disk as created)
+  time:2026-11-23T10:15:00Z  the last write at or before that instant (UTC;
+                             fractions and offsets such as +01:00 allowed)
+  -10m                       that long ago; units s, m, h, d, w, as in -1h30m)";
+
+std::string DescribePoint(const PointInfo& point) {
+  if (point.checkpoint.empty())
+    return fmt::format("lsn {} ({})", point.lsn, HumanTime(point.time_ns));
+  return fmt::format("lsn {} (checkpoint {}, {})", point.lsn, point.checkpoint,
+                     HumanTime(point.time_ns));
 }
 
 void PrintJson(const nlohmann::json& j) {

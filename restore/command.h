@@ -8,8 +8,10 @@
 #pragma once
 
 #include <rewind/journal/status.h>
+#include <rewind/journal/store.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -29,6 +31,13 @@ Command AddCheckpointCommand(CLI::App* parent);
 Command AddListCommand(CLI::App* parent);
 // restore_command.cc
 Command AddRestoreCommand(CLI::App* parent);
+// rollback_command.cc
+Command AddRollbackCommand(CLI::App* parent);
+// inspect_commands.cc
+Command AddDiffCommand(CLI::App* parent);
+Command AddVerifyCommand(CLI::App* parent);
+// prune_command.cc
+Command AddPruneCommand(CLI::App* parent);
 
 // ---- Shared by the subcommands (command.cc) --------------------------------
 
@@ -46,6 +55,22 @@ CLI::Validator BlockSizeValidator();  // a power of two, 512 .. 1 MiB
 CLI::Validator CheckpointNameValidator();  // rwd::ValidateCheckpointName
 CLI::Validator ImageValidator();           // exists and is not a directory
 CLI::Validator PointValidator();           // rwd::ParsePoint: the POINT syntax
+// For option->transform(): a DURATION such as "24h" becomes its decimal
+// nanosecond count (ParseDuration).
+CLI::Validator DurationValidator();
+
+// "24h", "7d", "90m", "2w", "1h30m" (units s, m, h, d, w; not zero, at most a
+// century) -> nanoseconds.  InvalidArgument with a one-line message
+// otherwise.
+[[nodiscard]] Status ParseDuration(const std::string& text, int64_t* ns);
+
+// The text of the POINT syntax for footers, one form a line.
+extern const char* const kPointHelp;
+
+// "lsn 18234 (checkpoint before-upgrade, 2026-11-23 10:15:00.123 UTC)", or
+// "lsn 18234 (2026-11-23 10:15:00.123 UTC)" for a point that names no
+// checkpoint.
+std::string DescribePoint(const PointInfo& point);
 
 // Writes j to stdout, indented, with a final newline.
 void PrintJson(const nlohmann::json& j);

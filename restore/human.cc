@@ -6,6 +6,9 @@
 #include <array>
 #include <cassert>
 #include <ctime>
+#include <iostream>
+
+#include <unistd.h>
 
 namespace rwd::cli {
 
@@ -44,6 +47,10 @@ std::string HumanTime(int64_t time_ns, bool with_zone) {
   size_t n = std::strftime(buf.data(), buf.size(), "%Y-%m-%d %H:%M:%S", &tm);
   return fmt::format("{}.{:03}{}", std::string_view(buf.data(), n), rem / 1000000,
                      with_zone ? " UTC" : "");
+}
+
+std::string Plural(uint64_t n, const char* one, const char* many) {
+  return fmt::format("{} {}", n, n == 1 ? one : many);
 }
 
 void KeyValueBlock::Add(std::string key, std::string value) {
@@ -99,22 +106,28 @@ void Table::Print(std::ostream& out) const {
   for (const auto& row : rows_) PrintRow(out, row, widths);
 }
 
-std::string ProgressLine(uint64_t done, uint64_t total, double bytes_per_second) {
+std::string ProgressLine(uint64_t done, uint64_t total, double per_second, const char* unit) {
   constexpr int kWidth = 30;
   done = std::min(done, total);
   const double fraction = total == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
   const int filled = static_cast<int>(fraction * kWidth);
-  std::string line = fmt::format("{:3}% [{}{}] {} / {}", static_cast<int>(fraction * 100),
-                                 std::string(filled, '#'), std::string(kWidth - filled, '.'),
-                                 HumanBytes(done), HumanBytes(total));
-  if (bytes_per_second >= 0) {
-    line += fmt::format(", {}/s", HumanBytes(static_cast<uint64_t>(bytes_per_second)));
+  std::string amounts = unit == nullptr
+                            ? fmt::format("{} / {}", HumanBytes(done), HumanBytes(total))
+                            : fmt::format("{} / {} {}", done, total, unit);
+  std::string line =
+      fmt::format("{:3}% [{}{}] {}", static_cast<int>(fraction * 100), std::string(filled, '#'),
+                  std::string(kWidth - filled, '.'), amounts);
+  if (per_second >= 0) {
+    const auto rate = static_cast<uint64_t>(per_second);
+    line += unit == nullptr ? fmt::format(", {}/s", HumanBytes(rate))
+                            : fmt::format(", {} {}/s", rate, unit);
   }
   return line;
 }
 
-ProgressMeter::ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now)
-    : out_(out), now_(std::move(now)), start_(now_()) {}
+ProgressMeter::ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now,
+                             const char* unit)
+    : out_(out), now_(std::move(now)), unit_(unit), start_(now_()) {}
 
 void ProgressMeter::Update(uint64_t done, uint64_t total) {
   const Clock::time_point now = now_();
@@ -124,7 +137,7 @@ void ProgressMeter::Update(uint64_t done, uint64_t total) {
   const double seconds = std::chrono::duration<double>(now - start_).count();
   const double rate = seconds >= 0.2 ? static_cast<double>(done) / seconds : -1;
   // "\r" back to the line's start, "\x1b[K" erases what a longer line left.
-  out_ << '\r' << ProgressLine(done, total, rate) << "\x1b[K" << std::flush;
+  out_ << '\r' << ProgressLine(done, total, rate, unit_) << "\x1b[K" << std::flush;
   drawn_ = true;
   last_draw_ = now;
   last_done_ = done;
@@ -134,6 +147,18 @@ void ProgressMeter::Finish() {
   if (!drawn_) return;
   out_ << "\r\x1b[K" << std::flush;
   drawn_ = false;
+}
+
+TerminalProgress::TerminalProgress(const char* unit) {
+  if (::isatty(STDERR_FILENO) == 1) meter_.emplace(std::cerr, ProgressMeter::Clock::now, unit);
+}
+
+void TerminalProgress::Update(uint64_t done, uint64_t total) {
+  if (meter_ && total > 0) meter_->Update(done, total);
+}
+
+void TerminalProgress::Finish() {
+  if (meter_) meter_->Finish();
 }
 
 }  // namespace rwd::cli

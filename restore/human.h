@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -20,6 +21,9 @@ std::string HumanBytesExact(uint64_t bytes);
 // Nanoseconds since the epoch -> "2026-11-23 10:15:00.123" in UTC, with
 // " UTC" appended when with_zone.
 std::string HumanTime(int64_t time_ns, bool with_zone = true);
+
+// "1 record", "2 records": n and the word that fits it.
+std::string Plural(uint64_t n, const char* one, const char* many);
 
 // Lines of "key:  value" with the values aligned in one column.
 class KeyValueBlock {
@@ -57,8 +61,10 @@ class Table {
 
 // One line of a progress bar, without '\r':
 // " 45% [#########...........] 450 MiB / 1 GiB, 120 MiB/s".  The rate is left
-// out while unknown (bytes_per_second < 0).
-std::string ProgressLine(uint64_t done, uint64_t total, double bytes_per_second);
+// out while unknown (per_second < 0).  With a unit, done and total count
+// things rather than bytes: " 45% [...] 4500 / 10000 records, 1200 records/s".
+std::string ProgressLine(uint64_t done, uint64_t total, double per_second,
+                         const char* unit = nullptr);
 
 // A progress bar redrawn in place on a terminal: at most every
 // kMinInterval, and always for the first and the last update.  Only for a
@@ -68,9 +74,10 @@ class ProgressMeter {
   using Clock = std::chrono::steady_clock;
   static constexpr std::chrono::milliseconds kMinInterval{100};
 
-  // now may be replaced by tests.
-  explicit ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now = Clock::now);
-  // done out of total bytes.
+  // now may be replaced by tests; unit as for ProgressLine (null: bytes).
+  explicit ProgressMeter(std::ostream& out, std::function<Clock::time_point()> now = Clock::now,
+                         const char* unit = nullptr);
+  // done out of total bytes (or units).
   void Update(uint64_t done, uint64_t total);
   // Erases the bar, if one was drawn.
   void Finish();
@@ -78,10 +85,24 @@ class ProgressMeter {
  private:
   std::ostream& out_;
   std::function<Clock::time_point()> now_;
+  const char* unit_;
   Clock::time_point start_;
   Clock::time_point last_draw_{};
   bool drawn_ = false;
   uint64_t last_done_ = 0;
+};
+
+// A ProgressMeter on stderr when stderr is a terminal, else nothing: text
+// for scripts never has a bar.  Updates with total 0 (not known yet) are
+// skipped.
+class TerminalProgress {
+ public:
+  explicit TerminalProgress(const char* unit = nullptr);
+  void Update(uint64_t done, uint64_t total);
+  void Finish();
+
+ private:
+  std::optional<ProgressMeter> meter_;
 };
 
 }  // namespace rwd::cli

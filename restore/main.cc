@@ -45,7 +45,11 @@ Examples:
   nbdkit -U /run/vm1.sock rewind dir=/var/lib/rewind/vm1
   rewind checkpoint /var/lib/rewind/vm1 --name before-upgrade
   rewind list /var/lib/rewind/vm1
-  rewind restore /var/lib/rewind/vm1 --to before-upgrade --output /srv/vm1.raw)";
+  rewind restore /var/lib/rewind/vm1 --to before-upgrade --output /srv/vm1.raw
+  rewind rollback /var/lib/rewind/vm1 --to before-upgrade
+  rewind diff /var/lib/rewind/vm1 --from before-upgrade --to -10m
+  rewind verify /var/lib/rewind/vm1
+  rewind prune /var/lib/rewind/vm1 --keep-within 7d)";
 
 // Errors must stay on one line, whatever the message holds.
 std::string OneLine(std::string text) {
@@ -107,6 +111,10 @@ int Main(int argc, char** argv) {
       AddCheckpointCommand(&app),
       AddListCommand(&app),
       AddRestoreCommand(&app),
+      AddRollbackCommand(&app),
+      AddDiffCommand(&app),
+      AddVerifyCommand(&app),
+      AddPruneCommand(&app),
   };
   try {
     app.parse(argc, argv);

@@ -11,19 +11,16 @@
 #include <fmt/format.h>
 #include <rewind/control/protocol.h>
 #include <rewind/journal/store.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <csignal>
 #include <filesystem>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <system_error>
 
 #include "backend.h"
 #include "command.h"
 #include "human.h"
+#include "interrupt.h"
 
 namespace rwd::cli {
 namespace {
@@ -35,41 +32,6 @@ struct RestoreArgs {
   bool force = false;
   bool json = false;
 };
-
-// ---- Interruption ----------------------------------------------------------
-
-std::atomic<bool> g_interrupted{false};
-static_assert(std::atomic<bool>::is_always_lock_free, "used from a signal handler");
-
-extern "C" void OnInterrupt(int) { g_interrupted.store(true, std::memory_order_relaxed); }
-
-// While alive, SIGINT and SIGTERM set g_interrupted instead of killing the
-// process, so that a restore can cancel and clean up.  Without SA_RESTART:
-// a wait for the plugin's answer returns EINTR and looks at the flag.
-class InterruptGuard {
- public:
-  InterruptGuard() {
-    g_interrupted.store(false);
-    struct sigaction sa {};
-    sa.sa_handler = OnInterrupt;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~InterruptGuard() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
-
-bool Interrupted() { return g_interrupted.load(std::memory_order_relaxed); }
 
 // ---- Output ----------------------------------------------------------------
 
@@ -98,17 +60,16 @@ Status RunRestore(const RestoreArgs& a) {
   std::unique_ptr<Backend> backend;
   if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
 
-  std::optional<ProgressMeter> meter;
-  if (::isatty(STDERR_FILENO) == 1) meter.emplace(std::cerr);
+  TerminalProgress meter;
   ProgressFn progress = [&meter](uint64_t done, uint64_t total) {
     if (Interrupted()) return false;
-    if (meter && total > 0) meter->Update(done, total);
+    meter.Update(done, total);
     return true;
   };
   RestoreResult result;
   Status s = Interrupted() ? Status::Aborted("interrupted")
                            : backend->Restore(a.to, output, a.force, progress, &result);
-  if (meter) meter->Finish();
+  meter.Finish();
   Status closed = backend->Close();
   if (!s.ok()) {
     if (s.code() == Status::Code::kAborted && Interrupted()) {

@@ -8,12 +8,29 @@
 
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <functional>
 #include <thread>
 
 namespace rwd::test {
+
+std::vector<std::pair<uint64_t, uint64_t>> SectorDiff(const std::string& a, const std::string& b) {
+  REQUIRE(a.size() == b.size());
+  constexpr size_t kSector = 512;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (size_t off = 0; off < a.size(); off += kSector) {
+    const size_t n = std::min(kSector, a.size() - off);
+    if (a.compare(off, n, b, off, n) == 0) continue;
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == off) {
+      ranges.back().second += n;
+    } else {
+      ranges.emplace_back(off, n);
+    }
+  }
+  return ranges;
+}
 
 std::unique_ptr<Store> OpenStore(const std::string& dir) {
   StoreOptions options;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/proc_util.h"
@@ -27,6 +28,11 @@ class DiskImage {
  private:
   std::string bytes_;
 };
+
+// The byte ranges {offset, length} where a and b (two disk images of one
+// size) differ, in 512-byte sectors, merged: what Store::Diff reports when
+// every write between them was sector-aligned.
+std::vector<std::pair<uint64_t, uint64_t>> SectorDiff(const std::string& a, const std::string& b);
 
 // Opens the existing store in dir in this process; REQUIREs success.
 std::unique_ptr<Store> OpenStore(const std::string& dir);

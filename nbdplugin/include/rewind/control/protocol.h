@@ -31,6 +31,11 @@ inline constexpr int kIdleTimeoutMs = 60000;
 // A server sends at most one progress line per this interval (about 5 a
 // second).
 inline constexpr int kProgressIntervalMs = 200;
+// While it works on a request that asked for progress, a server sends a
+// line at least this often, repeating the last values when the work has
+// nothing new to say (a keep-alive): a client's idle timeout then measures
+// a wedged plugin, never a long diff or prune.
+inline constexpr int kKeepAliveMs = 5000;
 inline constexpr const char* kSocketName = "control.sock";
 
 // Error codes of the protocol itself; the store's codes are
@@ -73,12 +78,35 @@ nlohmann::json ToJson(const RestoreResult& result, const std::string& output);
 [[nodiscard]] Status FromJson(const nlohmann::json& j, PointInfo* out);
 [[nodiscard]] Status FromJson(const nlohmann::json& j, RestoreResult* out);
 
+// The result of rollback: {"point", "before" (a Checkpoint), "examined_bytes",
+// "rewritten_bytes", "seconds"}.
+nlohmann::json ToJson(const RollbackResult& result);
+// The result of diff: {"from", "to" (points), "ranges": [{"offset", "length"}],
+// "bytes", "records"}.
+nlohmann::json ToJson(const DiffResult& result);
+// The result of verify: {"clean", "redo_records", "undo_records",
+// "checkpoints", "payload_bytes", "image_pages_checked", "damage": [...]}.
+nlohmann::json ToJson(const VerifyReport& report);
+// The result of prune: {"dry_run", "kept", "dropped" (Checkpoints),
+// "history_start_lsn", "redo_records_dropped", "undo_records_dropped",
+// "segments_deleted", "bytes_before", "bytes_after"}.
+nlohmann::json ToJson(const PruneResult& result, bool dry_run);
+// The reverses, as for CheckpointInfo ("clean" and "dry_run" are not read).
+[[nodiscard]] Status FromJson(const nlohmann::json& j, RollbackResult* out);
+[[nodiscard]] Status FromJson(const nlohmann::json& j, DiffResult* out);
+[[nodiscard]] Status FromJson(const nlohmann::json& j, VerifyReport* out);
+[[nodiscard]] Status FromJson(const nlohmann::json& j, PruneResult* out);
+
 // ---- Requests --------------------------------------------------------------
 
-enum class Op { kHello, kInfo, kCheckpoint, kList, kRestore };
+enum class Op { kHello, kInfo, kCheckpoint, kList, kRestore, kRollback, kDiff, kVerify, kPrune };
 
-// "hello", "info", "checkpoint", "list", "restore".
+// "hello", "info", "checkpoint", "list", "restore", "rollback", "diff",
+// "verify", "prune".
 const char* OpName(Op op);
+// Whether an op's work may be long, so that it takes "progress": restore,
+// rollback, diff, verify, prune.
+bool IsLongOp(Op op);
 
 struct Request {
   // The request's id, echoed in the response; absent when the request had
@@ -87,12 +115,18 @@ struct Request {
   Op op = Op::kHello;
   // checkpoint: the requested name; empty lets the server pick "cp-<id>".
   std::string name;
-  // restore: the POINT ("to"), the absolute path of the image to write
-  // ("output"), whether to replace an existing file ("force"), and whether
-  // the client wants progress lines before the response ("progress").
+  // restore, rollback, diff: the POINT ("to"); diff: the other one ("from").
   std::string to;
+  std::string from;
+  // restore: the absolute path of the image to write ("output") and whether
+  // to replace an existing file ("force").
   std::string output;
   bool force = false;
+  // prune: "keep_last", "keep_within_ns", "keep_daily" (at least one of
+  // them above 0) and "dry_run".
+  PrunePolicy policy;
+  // A long op (IsLongOp): whether the client wants progress lines before
+  // the response ("progress").
   bool progress = false;
 };
 

@@ -1,12 +1,14 @@
 // ControlServer: the plugin's end of the control protocol.
 //
 // It listens on DIR/control.sock (mode 0600) and answers hello, info,
-// checkpoint, list and restore from a Store held open by the plugin.  One
-// thread accepts; each connection is served by its own thread, at most
-// max_connections at once (further ones get a "busy" error and are closed).
-// Peers of another uid are refused, except root.  A restore runs on its
-// connection's thread and is cancelled when the client goes away or the
-// server stops.
+// checkpoint, list, restore, rollback, diff, verify and prune from a Store
+// held open by the plugin.  One thread accepts; each connection is served by
+// its own thread, at most max_connections at once (further ones get a "busy"
+// error and are closed).  Peers of another uid are refused, except root.
+// Long work runs on its connection's thread; a restore or verify is
+// cancelled when the client goes away or the server stops, a rollback,
+// diff or prune runs to its end.  Rollback and prune run through
+// ControlServerOptions::exclusive.
 #pragma once
 
 #include <rewind/control/protocol.h>
@@ -40,6 +42,9 @@ struct ControlServerOptions {
   // writers out meanwhile, and returns its status; else a Busy status
   // without calling fn.  Empty: fn runs directly.  Set by the plugin.
   std::function<Status(const std::function<Status()>&)> exclusive;
+  // While a request that asked for progress runs, a line at least this
+  // often (kKeepAliveMs; tests shorten it).
+  int keepalive_ms = kKeepAliveMs;
 };
 
 // What a request being answered may do with its connection.  Long work
@@ -56,10 +61,13 @@ struct RequestChannel {
 // Answers one request line (without '\n') from store: the response object,
 // a result or an error.  A request that asked for progress may first get
 // progress lines through channel->send, at most one per
-// kProgressIntervalMs; channel may be null.  Never throws but for
-// std::bad_alloc.
+// kProgressIntervalMs and at least one per options->keepalive_ms; channel
+// may be null.  Rollback and prune (not a dry run) run inside
+// options->exclusive when it is set; options may be null (defaults, no
+// hook).  Never throws but for std::bad_alloc.
 nlohmann::json HandleRequestLine(Store& store, std::string_view line,
-                                 const RequestChannel* channel = nullptr);
+                                 const RequestChannel* channel = nullptr,
+                                 const ControlServerOptions* options = nullptr);
 
 class ControlServer {
  public:
