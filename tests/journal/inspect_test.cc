@@ -182,3 +182,51 @@ TEST_CASE("verify is clean on a healthy store and names damage", "[inspect]") {
     REQUIRE(s->Close().ok());
   }
 }
+
+TEST_CASE("a damaged point is refused by restore and snapshots and never served", "[inspect]") {
+  rwd::test::TempDir t("rwinspect");
+  PointInfo p;
+  {
+    auto s = OpenStore(t / "store");
+    std::vector<char> a(1 << 16, 'a'), b(1 << 16, 'b');
+    REQUIRE(s->Write(0, a.size(), a.data(), true).ok());
+    REQUIRE(s->Checkpoint("one", nullptr).ok());
+    REQUIRE(s->Write(0, b.size(), b.data(), true).ok());  // before-images of 'a' journaled
+    REQUIRE(s->Close().ok());
+  }
+  // Flip one byte in every payload log segment's data: the before-images
+  // of "one" (and the redo payloads) no longer match their hashes.
+  for (const auto& e : fs::directory_iterator(t / "store/vlog")) {
+    const auto size = fs::file_size(e.path());
+    if (size == 0) continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    for (std::streamoff off = 100; off < static_cast<std::streamoff>(size); off += 4096) {
+      char c = 0;
+      f.seekg(off);
+      f.get(c);
+      f.seekp(off);
+      f.put(static_cast<char>(c ^ 0x20));
+    }
+  }
+  auto s = OpenStore(t / "store");
+  p = Resolve(*s, "one");
+  rwd::RestoreOptions ro;
+  ro.output = t / "one.raw";
+  rwd::RestoreResult rr;
+  Status st = s->Restore(p, ro, &rr);
+  INFO(st.ToString());
+  CHECK(st.code() == Status::Code::kCorruption);
+  CHECK_FALSE(fs::exists(t / "one.raw"));
+  std::unique_ptr<rwd::Snapshot> snap;
+  REQUIRE(s->OpenSnapshot(p, &snap).ok());
+  std::vector<char> buf(4096);
+  CHECK(snap->Read(0, 4096, buf.data()).code() == Status::Code::kCorruption);
+  snap.reset();
+  // The live disk does not depend on the damaged payloads (the image holds it).
+  REQUIRE(s->Read(0, 4096, buf.data()).ok());
+  CHECK(buf == std::vector<char>(4096, 'b'));
+  VerifyReport r;
+  REQUIRE(s->Verify(nullptr, &r).ok());
+  CHECK_FALSE(r.clean());
+  REQUIRE(s->Close().ok());
+}
