@@ -389,6 +389,19 @@ class SnapshotImpl final : public Snapshot {
 
   Status Build();
   Status Read(uint64_t offset, uint32_t len, void* buf) override;
+  // Whether a block in [offset, offset + len) not taken from the journal
+  // was first overwritten since the scan (checked after the caller looked
+  // at the live image).
+  bool AnyLateBlock(uint64_t offset, uint64_t len) {
+    StoreImpl& st = *store_;
+    const uint64_t bs = st.meta_.block_size;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    for (uint64_t b = offset / bs; b <= (offset + len - 1) / bs; b++) {
+      const uint32_t stamp = st.stamps_.Get(b);
+      if (stamp != 0 && stamp - 1 >= scan_epoch_) return true;
+    }
+    return false;
+  }
   // Read, except that the blocks found in the journal at Build are left
   // as zeros: a restore fetches those in payload order (FetchJournalBlocks).
   Status ReadLiveBlocks(uint64_t offset, uint32_t len, void* buf) {
@@ -846,7 +859,23 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
         const uint64_t off = next.fetch_add(kChunk);
         if (off >= size || stop.load()) return;
         const uint64_t n = std::min(kChunk, size - off);
-        Status ws = snap->ReadLiveBlocks(off, static_cast<uint32_t>(n), wbuf.get());
+        // A chunk the live image holds no data in reads as zeros at the
+        // point too (its blocks unchanged since the point were holes then;
+        // the others come from the journal in the second pass): skip it.
+        // A write not yet applied leaves the image as it was, which is
+        // still the content at the point for blocks not taken from the
+        // journal.
+        // Unless a block in it was first overwritten (or trimmed) since the
+        // snapshot's scan: its stamp, set before the image changed, says so.
+        bool any_data = false;
+        Status ws = image_->Extents(off, n, [&](uint64_t, uint64_t, bool data) {
+          any_data = any_data || data;
+        });
+        if (ws.ok() && !any_data && !snap->AnyLateBlock(off, n)) {
+          done.fetch_add(n);
+          continue;
+        }
+        if (ws.ok()) ws = snap->ReadLiveBlocks(off, static_cast<uint32_t>(n), wbuf.get());
         // Runs of pieces that are not all zeros; the rest stays a hole.
         uint64_t run = 0;
         bool in_run = false;
