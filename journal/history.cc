@@ -260,6 +260,13 @@ Status StoreImpl::GetRedo(uint64_t lsn, records::RedoHeader* h) {
   return records::DecodeRedo(lsn, value, h);
 }
 
+Status StoreImpl::ReadPayload(const records::PayloadRef& ref, uint64_t length,
+                              const std::string& what, std::string* out) {
+  Status s = vlog_->Read(VlogRef{ref.segment, ref.offset}, static_cast<uint32_t>(length), what, out);
+  if (s.ok()) s = records::CheckPayload(ref, *out, what);
+  return s;
+}
+
 Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
   ParsedPoint pp;
   Status s = ParsePoint(text, &pp);
@@ -555,9 +562,7 @@ Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
                                 std::to_string(src.undo.length));
     }
     const std::string what = "before-image of block " + std::to_string(b);
-    Status s = st.vlog_->Read(VlogRef{src.undo.payload.segment, src.undo.payload.offset},
-                              src.undo.length, what, &payload);
-    if (s.ok()) s = records::CheckPayload(src.undo.payload, payload, what);
+    Status s = st.ReadPayload(src.undo.payload, src.undo.length, what, &payload);
     if (!s.ok()) return s;
     std::memcpy(out, payload.data(), len);
   }
@@ -570,9 +575,7 @@ Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
     if (lo >= hi) continue;
     if (h.type == format::RedoType::kWrite) {
       const std::string what = "redo record " + std::to_string(lsn);
-      s = st.vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
-                         static_cast<uint32_t>(h.length), what, &payload);
-      if (s.ok()) s = records::CheckPayload(h.payload, payload, what);
+      s = st.ReadPayload(h.payload, h.length, what, &payload);
       if (!s.ok()) return s;
       std::memcpy(out + (lo - begin), payload.data() + (lo - h.offset), hi - lo);
     } else {

@@ -215,9 +215,7 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       }
       if (s.ok() && h.type == format::RedoType::kWrite) {
         const std::string what = "redo record " + std::to_string(lsn);
-        s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
-                        static_cast<uint32_t>(h.length), what, &payload);
-        if (s.ok()) s = records::CheckPayload(h.payload, payload, what);
+        s = ReadPayload(h.payload, h.length, what, &payload);
         if (s.ok()) r.payload_bytes += h.length;
       }
       if (!s.ok()) {
@@ -270,8 +268,7 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
         }
       }
       if (s.ok() && h.kind == format::UndoKind::kData) {
-        s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset}, h.length, what, &payload);
-        if (s.ok()) s = records::CheckPayload(h.payload, payload, what);
+        s = ReadPayload(h.payload, h.length, what, &payload);
         if (s.ok()) r.payload_bytes += h.length;
       }
       if (!s.ok()) {
@@ -313,10 +310,7 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
         const uint64_t pb = p * ps, pe = std::min(pb + ps, meta_.size);
         if (pb < h.offset || pe > h.offset + h.length) continue;  // partly written: older data
         if (h.type == format::RedoType::kWrite && !have_payload) {
-          if (!vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
-                           static_cast<uint32_t>(h.length), "redo", &payload)
-                   .ok() ||
-              !records::CheckPayload(h.payload, payload, "redo").ok()) {
+          if (!ReadPayload(h.payload, h.length, "redo", &payload).ok()) {
             // Reported above; its pages' newest content is unknown.
             for (uint64_t q = p; q < end_page; q++) seen.insert(q);
             break;

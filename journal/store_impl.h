@@ -208,6 +208,10 @@ class StoreImpl final : public Store {
   friend class SnapshotImpl;
   Status LoadCheckpoints(std::vector<records::CheckpointRecord>* out);
   Status GetRedo(uint64_t lsn, records::RedoHeader* h);
+  // Reads a record's payload from the vlog and checks its hash: Corruption
+  // when it is missing, short or damaged.  what names the record.
+  Status ReadPayload(const records::PayloadRef& ref, uint64_t length, const std::string& what,
+                     std::string* out);
   // history.cc (rollback)
   // Writes the old content of every block changed since lsn; the caller
   // holds rollback_mu_.  examined/rewritten: bytes.

@@ -346,17 +346,12 @@ Status StoreImpl::Recover() {
   std::vector<records::CheckpointRecord> cps;
   uint64_t first_epoch = 0;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      records::CheckpointRecord r;
-      Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
-                                           std::string_view(it->value().data(), it->value().size()),
-                                           &r);
-      if (!s.ok()) return Status::Corruption(damaged + s.message());
+    Status s = LoadCheckpoints(&cps);
+    if (s.code() == Status::Code::kCorruption) return Status::Corruption(damaged + s.message());
+    if (!s.ok()) return s;
+    for (const auto& r : cps) {
       if (r.lsn <= applied) first_epoch = std::max(first_epoch, r.id);
-      cps.push_back(std::move(r));
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
   }
 
   // 2. Before-images written after applied_lsn: is each payload there?
@@ -382,9 +377,8 @@ Status StoreImpl::Recover() {
                               key.size() + it->value().size() +
                                   (h.kind == format::UndoKind::kData ? h.length : 0)});
       if (h.kind != format::UndoKind::kData || h.lsn >= cut) continue;
-      s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset}, h.length,
-                      "before-image of LSN " + std::to_string(h.lsn), &payload);
-      if (s.ok()) s = records::CheckPayload(h.payload, payload, "before-image");
+      s = ReadPayload(h.payload, h.length, "before-image of LSN " + std::to_string(h.lsn),
+                      &payload);
       if (s.code() == Status::Code::kCorruption) {
         cut = h.lsn;
       } else if (!s.ok()) {
@@ -414,10 +408,7 @@ Status StoreImpl::Recover() {
                                   " lies beyond the disk");
       }
       if (h.type == format::RedoType::kWrite) {
-        s = vlog_->Read(VlogRef{h.payload.segment, h.payload.offset},
-                        static_cast<uint32_t>(h.length), "redo record " + std::to_string(lsn),
-                        &payload);
-        if (s.ok()) s = records::CheckPayload(h.payload, payload, "redo record");
+        s = ReadPayload(h.payload, h.length, "redo record " + std::to_string(lsn), &payload);
         if (s.code() == Status::Code::kCorruption) {
           cut = lsn;
           continue;
@@ -494,19 +485,15 @@ Status StoreImpl::LoadState() {
   }
   uint64_t epoch = 0;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cp_cf_));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      records::CheckpointRecord r;
-      Status s = records::DecodeCheckpoint(std::string_view(it->key().data(), it->key().size()),
-                                           std::string_view(it->value().data(), it->value().size()),
-                                           &r);
-      if (!s.ok()) return s;
+    std::vector<records::CheckpointRecord> cps;
+    Status s = LoadCheckpoints(&cps);
+    if (!s.ok()) return s;
+    for (const auto& r : cps) {
       checkpoint_names_[r.name] = r.id;
       epoch = std::max(epoch, r.id);
       last_time_ns_ = std::max(last_time_ns_, r.time_ns);
       last = std::max(last, r.lsn);
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "read checkpoints");
   }
   {
     std::string v;
