@@ -411,42 +411,8 @@ int RunChild(const std::string& mode) {
 // it ended.  Its stdout and stderr go to out_file.
 rwd::test::ExitStatus RunChildProcess(const std::map<std::string, std::string>& env,
                                       const std::string& out_file) {
-  std::vector<std::string> envs;
-  for (char** e = environ; *e; e++) {
-    if (std::strncmp(*e, "REWIND_CRASH", 12) == 0) continue;  // ours only
-    envs.emplace_back(*e);
-  }
-  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& e : envs) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  REQUIRE(n > 0);
-  exe[n] = '\0';
-  std::string name = kChildTestName;
-  std::string out_flag = "--out", devnull_path = "/dev/null";  // no Catch2 report
-  char* argv[] = {exe, name.data(), out_flag.data(), devnull_path.data(), nullptr};
-  int out = open(out_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  REQUIRE(out >= 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {  // async-signal-safe calls only until exec
-    int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, 0);
-    dup2(out, 1);
-    dup2(out, 2);
-    execve(exe, argv, envp.data());
-    _exit(127);
-  }
-  close(out);
-  rwd::test::ExitStatus st;
-  if (!rwd::test::WaitForExit(pid, std::chrono::seconds(120), &st)) {
-    kill(pid, SIGKILL);
-    rwd::test::WaitForExit(pid, std::chrono::seconds(30), &st);
-    st.timed_out = true;
-  }
-  return st;
+  return rwd::test::RunSelfAsChild(kChildTestName, env, "REWIND_CRASH", out_file,
+                                   std::chrono::seconds(120));
 }
 
 bool KilledBySigkill(const rwd::test::ExitStatus& st) {

@@ -1139,41 +1139,7 @@ int RunChild(const std::string& mode) {
 // Runs the child with env; its output goes to out_file.
 rwd::test::ExitStatus SpawnChild(const std::map<std::string, std::string>& env,
                                  const std::string& out_file) {
-  std::vector<std::string> envs;
-  for (char** e = environ; *e; e++) {
-    if (std::strncmp(*e, "REWIND_", 7) == 0) continue;
-    envs.emplace_back(*e);
-  }
-  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& e : envs) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  REQUIRE(n > 0);
-  exe[n] = '\0';
-  std::string test = kChildName, out_flag = "--out", devnull = "/dev/null";
-  char* argv[] = {exe, test.data(), out_flag.data(), devnull.data(), nullptr};
-  const int out = open(out_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  REQUIRE(out >= 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {  // async-signal-safe calls only until exec
-    const int in = open("/dev/null", O_RDONLY);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(out, 2);
-    execve(exe, argv, envp.data());
-    _exit(127);
-  }
-  close(out);
-  rwd::test::ExitStatus st;
-  if (!rwd::test::WaitForExit(pid, std::chrono::seconds(60), &st)) {
-    kill(pid, SIGKILL);
-    rwd::test::WaitForExit(pid, std::chrono::seconds(30), &st);
-    st.timed_out = true;
-  }
-  return st;
+  return rwd::test::RunSelfAsChild(kChildName, env, "REWIND_", out_file, std::chrono::seconds(60));
 }
 
 bool Killed(const rwd::test::ExitStatus& st) { return !st.timed_out && st.signal == SIGKILL; }

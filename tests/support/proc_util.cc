@@ -190,6 +190,50 @@ std::string FindInPath(const std::string& program) {
   return "";
 }
 
+ExitStatus RunSelfAsChild(const std::string& test_name,
+                          const std::map<std::string, std::string>& env,
+                          std::string_view drop_prefix, const std::string& out_file,
+                          std::chrono::seconds timeout) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; e++) {
+    if (std::string_view(*e).substr(0, drop_prefix.size()) == drop_prefix) continue;
+    envs.emplace_back(*e);
+  }
+  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
+  exe[n] = '\0';
+  std::string name = test_name, out_flag = "--out", devnull = "/dev/null";
+  char* argv[] = {exe, name.data(), out_flag.data(), devnull.data(), nullptr};
+  const int out = open(out_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (out < 0) throw std::runtime_error("cannot open " + out_file);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(out);
+    throw std::runtime_error("fork failed");
+  }
+  if (pid == 0) {  // async-signal-safe calls only until exec
+    const int in = open("/dev/null", O_RDONLY);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(out, 2);
+    execve(exe, argv, envp.data());
+    _exit(127);
+  }
+  close(out);
+  ExitStatus st;
+  if (!WaitForExit(pid, timeout, &st)) {
+    kill(pid, SIGKILL);
+    WaitForExit(pid, std::chrono::seconds(30), &st);
+    st.timed_out = true;
+  }
+  return st;
+}
+
 pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& stdout_file,
                    const std::string& stderr_file) {
   auto open_out = [](const std::string& f) {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,17 @@ std::string FindInPath(const std::string& program);
 // when empty; stdin is /dev/null.  Throws std::runtime_error when the program cannot be found or fork fails.
 pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& stdout_file,
                    const std::string& stderr_file);
+
+// Runs this test binary again as a child process that runs only the test
+// case test_name (no Catch2 report), with the parent's environment minus
+// the variables starting with drop_prefix, plus env.  stdin is /dev/null;
+// stdout and stderr go to out_file.  A child still running after timeout
+// is killed with SIGKILL (timed_out set).  Throws std::runtime_error when
+// it cannot start.
+ExitStatus RunSelfAsChild(const std::string& test_name,
+                          const std::map<std::string, std::string>& env,
+                          std::string_view drop_prefix, const std::string& out_file,
+                          std::chrono::seconds timeout);
 
 // Waits for pid to end, at most timeout; returns false when it is still
 // running.  On true, *status is filled and the child is reaped.
