@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "fake_store.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -31,23 +33,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// A Store that keeps checkpoints in memory; the data path is not used by the
-// control protocol and fails loudly if reached.
-class FakeStore : public rwd::Store {
+// A Store that keeps checkpoints in memory; everything else the control
+// protocol does not reach fails loudly (UnusedStore).
+class FakeStore : public rwd::control::test::UnusedStore {
  public:
-  explicit FakeStore(std::string dir) : dir_(std::move(dir)) {}
-
-  uint64_t size() const override { return 1 << 20; }
-  uint32_t block_size() const override { return 4096; }
-  const std::string& dir() const override { return dir_; }
-  Status Read(uint64_t, uint32_t, void*) override { return Unused(); }
-  Status Write(uint64_t, uint32_t, const void*, bool) override { return Unused(); }
-  Status Zero(uint64_t, uint64_t, bool, bool) override { return Unused(); }
-  Status Flush() override { return Unused(); }
-  Status Extents(uint64_t, uint64_t,
-                 const std::function<void(uint64_t, uint64_t, bool)>&) override {
-    return Unused();
-  }
+  explicit FakeStore(std::string dir) : UnusedStore(std::move(dir)) {}
 
   Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -76,8 +66,8 @@ class FakeStore : public rwd::Store {
   Status GetInfo(StoreInfo* out) override {
     std::lock_guard<std::mutex> lock(mu_);
     StoreInfo info;
-    info.dir = dir_;
-    info.image_path = dir_ + "/image.raw";
+    info.dir = dir();
+    info.image_path = dir() + "/image.raw";
     info.format_version = 1;
     info.size = size();
     info.block_size = block_size();
@@ -86,27 +76,7 @@ class FakeStore : public rwd::Store {
     return Status::Ok();
   }
 
-  Status ResolvePoint(const std::string&, rwd::PointInfo*) override { return Unused(); }
-  Status OpenSnapshot(const rwd::PointInfo&, std::unique_ptr<rwd::Snapshot>*) override { return Unused(); }
-  Status Restore(const rwd::PointInfo&, const rwd::RestoreOptions&, rwd::RestoreResult*) override {
-    return Unused();
-  }
-  Status Rollback(const rwd::PointInfo&, const rwd::RollbackOptions&,
-                  rwd::RollbackResult*) override {
-    return Unused();
-  }
-  Status Diff(const rwd::PointInfo&, const rwd::PointInfo&, rwd::DiffResult*) override {
-    return Unused();
-  }
-  Status Verify(const rwd::ProgressFn&, rwd::VerifyReport*) override { return Unused(); }
-  Status Prune(const rwd::PrunePolicy&, rwd::PruneResult*) override { return Unused(); }
-
-  Status Close() override { return Status::Ok(); }
-
  private:
-  static Status Unused() { return Status::NotSupported("not used by the control protocol"); }
-
-  const std::string dir_;
   std::mutex mu_;
   std::vector<CheckpointInfo> cps_;
 };

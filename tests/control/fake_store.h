@@ -1,7 +1,7 @@
 // A Store for the control tests that implements nothing: every method fails
 // with NotSupported.  A test derives from it and implements what the
 // control protocol reaches in that test.  When rwd::Store gains a method,
-// add it here too (as to FakeStore in control_server_test.cc).
+// add it here.
 #pragma once
 
 #include <rewind/journal/store.h>
