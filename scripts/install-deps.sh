@@ -19,6 +19,9 @@ PACKAGES=(
   catch2
   # benchmark and images
   fio qemu-utils
+  # whole-VM checkpoints and their tests: QEMU (TCG) with SeaBIOS, binutils
+  # for the test guest (part of build-essential)
+  qemu-system-x86 seabios
 )
 
 if [[ "${1:-}" == "--list" ]]; then
