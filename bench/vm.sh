@@ -10,12 +10,16 @@
 # event to cont), QEMU's own downtime figure (live), stream bytes, bytes
 # stored new, whole command time; and writes them as CSV.
 #
-# The test guest touches well under 1 MiB of its RAM: the rest stays zero
-# pages, which QEMU's migration stream sends as flags.  The figures are
-# those of an idle guest.
+# The test guest itself touches well under 1 MiB of its RAM, and zero pages
+# cost nothing (QEMU's migration stream sends them as flags).  So that the
+# figures are those of a guest whose memory is in use, BENCH_VM_FILL percent
+# of RAM (default 50) is loaded at boot with random bytes (QEMU's generic
+# loader device at 16 MiB): incompressible, the worst case for the store.
+# The guest leaves that memory alone, so the checkpoints after the first are
+# those of an idle guest.  BENCH_VM_FILL=0 measures the nearly empty guest.
 #
 # Usage: bench/vm.sh    Environment: BENCH_VM_RAM="256 1024", BENCH_VM_GAP=2,
-#   BENCH_DIR=$BUILD_DIR/bench, BUILD_DIR=build.
+#   BENCH_VM_FILL=50, BENCH_DIR=$BUILD_DIR/bench, BUILD_DIR=build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -25,6 +29,7 @@ REWIND=$ROOT/$BUILD/restore/rewind
 GUEST=$ROOT/$BUILD/tests/guest/rewind_test_guest.img
 RAMS=${BENCH_VM_RAM:-256 1024}
 GAP=${BENCH_VM_GAP:-2}
+FILL=${BENCH_VM_FILL:-50}
 BENCHDIR=${BENCH_DIR:-$ROOT/$BUILD/bench}
 export PATH=/usr/bin:$PATH
 
@@ -46,8 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "ram_mib,mode,seq,stopped_ms,qemu_downtime_ms,stream_bytes,new_bytes,seconds" >"$CSV"
-printf '%-8s %-5s %3s %11s %10s %12s %12s %8s\n' RAM mode n stopped_ms qemu_ms stream stored_new seconds
+echo "ram_mib,fill_mib,mode,seq,stopped_ms,qemu_downtime_ms,stream_bytes,new_bytes,seconds" >"$CSV"
+printf '%-8s %-8s %-5s %3s %11s %10s %12s %12s %8s\n' RAM filled mode n stopped_ms qemu_ms stream stored_new seconds
 
 for ram in $RAMS; do
   d=$WORK/$ram
@@ -56,6 +61,12 @@ for ram in $RAMS; do
   dd if="$GUEST" of="$d/boot.img" conv=notrunc status=none
   "$REWIND" create "$d/s0" --size 64M --image "$d/boot.img" >/dev/null
   "$REWIND" create "$d/s1" --size 64M >/dev/null
+  fill_mib=$((ram * FILL / 100))
+  loader=()
+  if ((fill_mib > 0)); then
+    head -c "$((fill_mib << 20))" /dev/urandom >"$d/fill.bin"
+    loader=(-device "loader,file=$d/fill.bin,addr=0x1000000,force-raw=on")
+  fi
   for i in 0 1; do
     nbdkit -f -U "$d/n$i.sock" "$PLUGIN" dir="$d/s$i" >"$d/nbdkit$i.log" 2>&1 &
     PIDS+=($!)
@@ -68,7 +79,7 @@ for ram in $RAMS; do
     -blockdev "driver=nbd,node-name=disk0,server.type=unix,server.path=$d/n0.sock" \
     -device ide-hd,drive=disk0,bus=ide.0,unit=0,bootindex=0 \
     -blockdev "driver=nbd,node-name=disk1,server.type=unix,server.path=$d/n1.sock" \
-    -device ide-hd,drive=disk1,bus=ide.0,unit=1 >"$d/qemu.log" 2>&1 &
+    -device ide-hd,drive=disk1,bus=ide.0,unit=1 "${loader[@]}" >"$d/qemu.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 200); do grep -q TICK "$d/serial.log" 2>/dev/null && break; sleep 0.1; done
   grep -q TICK "$d/serial.log" || die "the guest did not start (see $d/qemu.log)"
@@ -80,16 +91,16 @@ for ram in $RAMS; do
     [[ $mode == live ]] && flag=(--live)
     "$REWIND" vm checkpoint --qmp "$d/qmp.sock" "$d/s0" "$d/s1" --name "c$n" "${flag[@]}" --json \
       >"$d/c$n.json" || die "vm checkpoint failed"
-    python3 - "$d/c$n.json" "$ram" "$mode" "$n" "$CSV" <<'EOF'
+    python3 - "$d/c$n.json" "$ram" "$mode" "$n" "$CSV" "$fill_mib" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
-ram, mode, n, csv = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ram, mode, n, csv, fill = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 st = j["state"]
-row = [ram, mode, n, f'{j["downtime_ms"]:.1f}', f'{j["qemu_downtime_ms"]:.1f}',
+row = [ram, fill, mode, n, f'{j["downtime_ms"]:.1f}', f'{j["qemu_downtime_ms"]:.1f}',
        str(st["stream_bytes"]), str(st["new_bytes"]), f'{j["seconds"]:.2f}']
 open(csv, "a").write(",".join(row) + "\n")
 def mib(b): return f"{int(b) / 1048576:.2f} MiB"
-print(f"{ram + ' MiB':<8} {mode:<5} {n:>3} {row[3]:>11} {row[4]:>10} {mib(row[5]):>12} {mib(row[6]):>12} {row[7]:>8}")
+print(f"{ram + ' MiB':<8} {fill + ' MiB':<8} {mode:<5} {n:>3} {row[4]:>11} {row[5]:>10} {mib(row[6]):>12} {mib(row[7]):>12} {row[8]:>8}")
 EOF
   done
   grep -q MISMATCH "$d/serial.log" && die "the guest saw a mismatch (see $d/serial.log)"
