@@ -17,8 +17,9 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   # tests
   catch2
-  # benchmark and images
-  fio qemu-utils
+  # benchmark and images (qemu-utils: qemu-img and qemu-nbd, the qcow2 target;
+  # python3-matplotlib: bench/plot.py)
+  fio qemu-utils python3-matplotlib
   # whole-VM checkpoints and their tests: QEMU (TCG) with SeaBIOS, binutils
   # for the test guest (part of build-essential)
   qemu-system-x86 seabios
