@@ -113,6 +113,8 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
       records::CheckpointRecord rec;
       rec.id = op.checkpoint_id;
       rec.name = op.name;
+      rec.kind = op.checkpoint_kind;
+      rec.pending = op.pending;
       rec.lsn = op.lsn;
       rec.time_ns = op.time_ns;
       rs = batch.Put(cp_cf_, records::CheckpointKey(rec.id), records::EncodeCheckpoint(rec));

@@ -283,7 +283,7 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
       std::vector<records::CheckpointRecord> cps;
       if (s = LoadCheckpoints(&cps); !s.ok()) return s;
       for (const auto& r : cps) {
-        if (r.name != pp.name) continue;
+        if (r.name != pp.name || r.pending) continue;
         p.lsn = r.lsn;
         p.time_ns = r.time_ns;
         p.checkpoint_id = r.id;
@@ -1075,7 +1075,7 @@ Status StoreImpl::SyncedMetaWrite(rocksdb::WriteBatch* batch) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  s = FromRocks(db_->Write(wo, batch), "write the rollback marker");
+  s = FromRocks(db_->Write(wo, batch), "write store metadata");
   if (!s.ok()) Refuse(s);
   return s;
 }

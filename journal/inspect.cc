@@ -174,7 +174,11 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       const std::string what = "checkpoint " + std::to_string(c.id) + " (" + c.name + ")";
       if (c.lsn > newest) damage(what + " covers lsn " + std::to_string(c.lsn) + " beyond the newest write");
       if (c.lsn < prev_lsn) damage(what + " has a lower lsn than checkpoint " + std::to_string(prev_id));
-      if (!names.insert(c.name).second) damage(what + ": the name is used twice");
+      // Only visible checkpoints reserve their names: a pending one may share
+      // its name with a visible one or another pending one.
+      if (!c.pending && !names.insert(c.name).second) {
+        damage(what + ": the name is used twice");
+      }
       prev_id = c.id;
       prev_lsn = c.lsn;
       cps.push_back(c);

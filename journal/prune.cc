@@ -72,22 +72,31 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
 
   // 1. What to keep.
   const int64_t now = static_cast<int64_t>(NowNs());
+  // The policy counts visible checkpoints only: pending ones (whole-VM
+  // checkpoints never committed) are dropped, except the newest record of
+  // all, which is always kept (it may be a whole-VM checkpoint under way).
+  std::vector<const records::CheckpointRecord*> visible;
+  for (const auto& c : cps) {
+    if (!c.pending) visible.push_back(&c);
+  }
   std::set<uint64_t> keep;  // checkpoint ids
   keep.insert(cps.back().id);
-  for (size_t i = 0; i < cps.size(); i++) {
-    const auto& c = cps[i];
+  if (!visible.empty()) keep.insert(visible.back()->id);
+  for (size_t i = 0; i < visible.size(); i++) {
+    const auto& c = *visible[i];
     if (c.pinned) keep.insert(c.id);
-    if (i + policy.keep_last >= cps.size()) keep.insert(c.id);
+    if (i + policy.keep_last >= visible.size()) keep.insert(c.id);
     if (policy.keep_within_ns > 0 && now - c.time_ns < policy.keep_within_ns) keep.insert(c.id);
   }
   if (policy.keep_daily > 0) {
     std::set<int64_t> days;
-    for (auto it = cps.rbegin(); it != cps.rend() && days.size() <= policy.keep_daily; ++it) {
-      const int64_t day = UtcDay(it->time_ns);
+    for (auto it = visible.rbegin(); it != visible.rend() && days.size() <= policy.keep_daily;
+         ++it) {
+      const int64_t day = UtcDay((*it)->time_ns);
       if (days.count(day)) continue;
       if (days.size() == policy.keep_daily) break;
       days.insert(day);
-      keep.insert(it->id);  // the newest of its day
+      keep.insert((*it)->id);  // the newest of its day
     }
   }
   const records::CheckpointRecord* k0 = nullptr;
@@ -198,7 +207,12 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
   FaultPoint("prune.after_commit");
   {
     std::lock_guard<std::mutex> c(cp_mu_);
-    for (const auto& c : r.dropped) checkpoint_names_.erase(c.name);
+    for (const auto& c : r.dropped) {
+      // A pending checkpoint's name may belong to a visible one.
+      if (auto it = checkpoint_names_.find(c.name); it != checkpoint_names_.end() && it->second == c.id) {
+        checkpoint_names_.erase(it);
+      }
+    }
   }
 
   // 3. Payload log segments nothing refers to.

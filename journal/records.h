@@ -63,6 +63,7 @@ struct CheckpointRecord {
   uint64_t id = 0;
   format::CheckpointKind kind = format::CheckpointKind::kDisk;
   bool pinned = false;
+  bool pending = false;
   uint64_t lsn = 0;
   int64_t time_ns = 0;
   std::string name;

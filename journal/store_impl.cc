@@ -285,16 +285,18 @@ CheckpointInfo CheckpointInfoOf(const records::CheckpointRecord& r) {
   c.time_ns = r.time_ns;
   c.kind = r.kind == format::CheckpointKind::kVm ? "vm" : "disk";
   c.pinned = r.pinned;
+  c.pending = r.pending;
   return c;
 }
 
-Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out) {
+Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out, bool with_pending) {
   out->clear();
   (void)WaitCommitted();  // before-image counters of acknowledged writes included
   std::vector<records::CheckpointRecord> cps;
   Status s = LoadCheckpoints(&cps);
   if (!s.ok()) return s;
   for (const auto& r : cps) {
+    if (r.pending && !with_pending) continue;
     CheckpointInfo c = CheckpointInfoOf(r);
     std::string v;
     rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &v);

@@ -207,6 +207,8 @@ struct JournalOp {
   // kCheckpoint
   uint64_t checkpoint_id = 0;
   std::string name;
+  format::CheckpointKind checkpoint_kind = format::CheckpointKind::kDisk;
+  bool pending = false;
 };
 using OpKind = JournalOp::Kind;
 
@@ -243,8 +245,11 @@ class StoreImpl final : public Store {
   Status Flush() override;
   Status Extents(uint64_t offset, uint64_t len,
                  const std::function<void(uint64_t, uint64_t, bool)>& fn) override;
-  Status Checkpoint(const std::string& name, CheckpointInfo* out) override;
-  Status ListCheckpoints(std::vector<CheckpointInfo>* out) override;
+  using Store::Checkpoint;
+  using Store::ListCheckpoints;
+  Status Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) override;
+  Status CommitCheckpoint(uint64_t id, CheckpointInfo* out) override;
+  Status ListCheckpoints(std::vector<CheckpointInfo>* out, bool with_pending) override;
   Status GetInfo(StoreInfo* out) override;
   Status ResolvePoint(const std::string& text, PointInfo* out) override;
   Status OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) override;

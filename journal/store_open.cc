@@ -646,7 +646,7 @@ Status StoreImpl::LoadState() {
     Status s = LoadCheckpoints(&cps);
     if (!s.ok()) return s;
     for (const auto& r : cps) {
-      checkpoint_names_[r.name] = r.id;
+      if (!r.pending) checkpoint_names_[r.name] = r.id;
       epoch = std::max(epoch, r.id);
       last_time_ns_ = std::max(last_time_ns_, r.time_ns);
       last = std::max(last, r.lsn);

@@ -183,7 +183,8 @@ Status StoreImpl::Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::
         --next_seq_;
         return Status::AlreadyExists("a checkpoint named '" + op.name + "' already exists");
       }
-      checkpoint_names_[op.name] = op.checkpoint_id;
+      // A pending checkpoint takes its name only when committed.
+      if (!op.pending) checkpoint_names_[op.name] = op.checkpoint_id;
     }
     next_checkpoint_id_++;
     // Later operations belong to the new epoch: their blocks need new
@@ -194,8 +195,9 @@ Status StoreImpl::Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::
       cp_out->name = op.name;
       cp_out->lsn = op.lsn;
       cp_out->time_ns = op.time_ns;
-      cp_out->kind = "disk";
+      cp_out->kind = op.checkpoint_kind == format::CheckpointKind::kVm ? "vm" : "disk";
       cp_out->pinned = false;
+      cp_out->pending = op.pending;
       cp_out->undo_bytes = 0;
     }
   } else {
@@ -370,7 +372,17 @@ Status StoreImpl::ZeroChunk(DiskImpl& d, uint64_t offset, uint64_t len, bool tri
   return WaitApplied(seq);
 }
 
-Status StoreImpl::Checkpoint(const std::string& name, CheckpointInfo* out) {
+Status StoreImpl::Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) {
+  const std::string& name = options.name;
+  format::CheckpointKind kind;
+  if (options.kind == "disk") {
+    kind = format::CheckpointKind::kDisk;
+  } else if (options.kind == "vm") {
+    kind = format::CheckpointKind::kVm;
+  } else {
+    return Status::InvalidArgument("unknown checkpoint kind '" + options.kind +
+                                   "' (disk or vm)");
+  }
   if (!name.empty()) {
     Status s = ValidateCheckpointName(name);
     if (!s.ok()) return s;
@@ -383,6 +395,8 @@ Status StoreImpl::Checkpoint(const std::string& name, CheckpointInfo* out) {
   JournalOp op;
   op.kind = OpKind::kCheckpoint;
   op.name = name;
+  op.checkpoint_kind = kind;
+  op.pending = options.pending;
   CheckpointInfo info;
   uint64_t seq = 0;
   s = Sequence(std::move(op), nullptr, nullptr, 0, &seq, &info);
@@ -391,6 +405,51 @@ Status StoreImpl::Checkpoint(const std::string& name, CheckpointInfo* out) {
   s = WaitDurable(seq);
   if (!s.ok()) return s;
   if (out) *out = info;
+  return Status::Ok();
+}
+
+// Rewrites the checkpoint record without its pending flag, synced.  Under
+// cp_mu_ so that no checkpoint of the same name is sequenced meanwhile, and
+// prune (which takes rollback_mu_ and then cp_mu_) cannot drop it halfway.
+Status StoreImpl::CommitCheckpoint(uint64_t id, CheckpointInfo* out) {
+  Status s = CheckWritable();
+  if (!s.ok()) return s;
+  s = WaitCommitted();  // the record of a checkpoint just taken is in RocksDB
+  if (!s.ok()) return s;
+  std::lock_guard<std::mutex> rb(rollback_mu_);
+  std::lock_guard<std::mutex> c(cp_mu_);
+  std::string v;
+  const std::string key = records::CheckpointKey(id);
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cp_cf_, key, &v);
+  if (rs.IsNotFound()) {
+    return Status::NotFound("no checkpoint with id " + std::to_string(id) + " in " +
+                            options_.dir + " (pruned?)");
+  }
+  if (!rs.ok()) return FromRocks(rs, "read checkpoint " + std::to_string(id));
+  records::CheckpointRecord r;
+  s = records::DecodeCheckpoint(key, v, &r);
+  if (!s.ok()) return s;
+  if (r.pending) {
+    if (auto it = checkpoint_names_.find(r.name); it != checkpoint_names_.end()) {
+      return Status::AlreadyExists("a checkpoint named '" + r.name + "' already exists");
+    }
+    r.pending = false;
+    rocksdb::WriteBatch b;
+    rs = b.Put(cp_cf_, key, records::EncodeCheckpoint(r));
+    if (!rs.ok()) return FromRocks(rs, "commit checkpoint");
+    FaultPoint("checkpoint.before_commit_pending");
+    s = SyncedMetaWrite(&b);
+    if (!s.ok()) return s;
+    checkpoint_names_[r.name] = r.id;
+  }
+  if (out) {
+    *out = CheckpointInfoOf(r);
+    std::string u;
+    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &u).ok() &&
+        u.size() == 8) {
+      out->undo_bytes = records::GetLE64(u.data());
+    }
+  }
   return Status::Ok();
 }
 

@@ -77,11 +77,11 @@ std::mutex g_writers_mu;
 int g_live_writers = 0;     // GUARDED_BY(g_writers_mu)
 bool g_exclusive = false;   // GUARDED_BY(g_writers_mu)
 
-Status RunExclusive(const std::function<Status()>& fn) {
+Status RunExclusive(const std::function<Status()>& fn, bool allow_idle_writers) {
   {
     std::lock_guard<std::mutex> l(g_writers_mu);
     if (g_exclusive) return Status::Busy("a rollback or prune is already running");
-    if (g_live_writers > 0) {
+    if (g_live_writers > 0 && !allow_idle_writers) {
       return Status::Busy(std::to_string(g_live_writers) +
                           (g_live_writers == 1 ? " client has" : " clients have") +
                           " the live disk open for writing; disconnect " +
@@ -219,7 +219,10 @@ int rewind_after_fork() {
     rwd::control::ControlServerOptions copts;
     copts.socket_path = rwd::control::SocketPath(g_options.dir);
     copts.log = [](const std::string& line) { nbdkit_debug("%s", line.c_str()); };
-    copts.exclusive = RunExclusive;
+    copts.exclusive = [](const std::function<Status()>& fn) { return RunExclusive(fn, false); };
+    copts.exclusive_quiesced = [](const std::function<Status()>& fn) {
+      return RunExclusive(fn, true);
+    };
     s = ControlServer::Start(copts, g_store.get(), &g_control);
     if (!s.ok()) {
       FailSetup(s);

@@ -43,7 +43,8 @@ json ToJson(const CheckpointInfo& cp) {
   return json{{"id", cp.id},           {"name", cp.name},
               {"lsn", cp.lsn},         {"time", FormatTime(cp.time_ns)},
               {"time_ns", cp.time_ns}, {"kind", cp.kind},
-              {"pinned", cp.pinned},   {"undo_bytes", cp.undo_bytes}};
+              {"pinned", cp.pinned},   {"undo_bytes", cp.undo_bytes},
+              {"pending", cp.pending}};
 }
 
 json ToJson(const StoreInfo& info, bool online) {
@@ -162,6 +163,7 @@ Status FromJson(const json& j, CheckpointInfo* out) {
   r.String("kind", &cp.kind);
   r.Bool("pinned", &cp.pinned);
   r.Unsigned("undo_bytes", &cp.undo_bytes);
+  r.Bool("pending", &cp.pending, /*required=*/false);  // added with whole-VM checkpoints
   if (!r.status().ok()) return r.status();
   *out = std::move(cp);
   return Status::Ok();
@@ -434,6 +436,7 @@ const char* OpName(Op op) {
     case Op::kDiff: return "diff";
     case Op::kVerify: return "verify";
     case Op::kPrune: return "prune";
+    case Op::kCommitCheckpoint: return "commit-checkpoint";
   }
   return "?";
 }
@@ -447,8 +450,9 @@ Error ErrorFromStatus(const Status& s) { return Error{s.CodeName(), s.message(),
 
 namespace {
 
-constexpr Op kOps[] = {Op::kHello,    Op::kInfo, Op::kCheckpoint, Op::kList, Op::kRestore,
-                       Op::kRollback, Op::kDiff, Op::kVerify,     Op::kPrune};
+constexpr Op kOps[] = {Op::kHello,  Op::kInfo,   Op::kCheckpoint, Op::kList,
+                       Op::kRestore, Op::kRollback, Op::kDiff,     Op::kVerify,
+                       Op::kPrune,  Op::kCommitCheckpoint};
 
 std::optional<Op> OpFromName(std::string_view name) {
   for (Op op : kOps) {
@@ -534,17 +538,33 @@ std::optional<Error> ParseArguments(const json& j, Request* out) {
         if (!name->is_string()) return BadRequest("checkpoint member 'name' is not a string");
         out->name = name->get<std::string>();
       }
-      return std::nullopt;
+      auto kind = j.find("kind");
+      if (kind != j.end() && !kind->is_null()) {
+        if (!kind->is_string() || (*kind != "disk" && *kind != "vm")) {
+          return BadRequest("checkpoint member 'kind' is not \"disk\" or \"vm\"");
+        }
+        out->kind = kind->get<std::string>();
+      }
+      return OptionalBool(j, out->op, "pending", &out->pending);
     }
+    case Op::kCommitCheckpoint:
+      if (auto e = OptionalCount(j, out->op, "checkpoint", &out->checkpoint_id)) return e;
+      if (out->checkpoint_id == 0) {
+        return BadRequest("commit-checkpoint request has no member 'checkpoint' (the id of a "
+                          "pending checkpoint)");
+      }
+      return std::nullopt;
     case Op::kRestore: return ParseRestore(j, out);
-    case Op::kRollback: return RequiredString(j, out->op, "to", " (the POINT)", &out->to);
+    case Op::kRollback:
+      if (auto e = OptionalBool(j, out->op, "quiesced", &out->quiesced)) return e;
+      return RequiredString(j, out->op, "to", " (the POINT)", &out->to);
     case Op::kDiff:
       if (auto e = RequiredString(j, out->op, "from", " (a POINT)", &out->from)) return e;
       return RequiredString(j, out->op, "to", " (a POINT)", &out->to);
     case Op::kPrune: return ParsePrune(j, out);
+    case Op::kList: return OptionalBool(j, out->op, "pending", &out->with_pending);
     case Op::kHello:
     case Op::kInfo:
-    case Op::kList:
     case Op::kVerify: return std::nullopt;
   }
   return std::nullopt;

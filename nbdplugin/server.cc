@@ -145,7 +145,7 @@ struct Context {
   bool Alive() const { return channel == nullptr || !channel->alive || channel->alive(); }
   // Runs fn with the live disk to itself when the plugin set the hook.  fn
   // never throws: an exception inside the hook could leave the disk held.
-  Status Exclusive(const std::function<Status()>& fn) const {
+  Status Exclusive(const std::function<Status()>& fn, bool quiesced = false) const {
     auto guarded = [&fn]() -> Status {
       try {
         return fn();
@@ -153,6 +153,7 @@ struct Context {
         return Status::IOError(std::string("internal error: ") + e.what());
       }
     };
+    if (quiesced && options.exclusive_quiesced) return options.exclusive_quiesced(guarded);
     return options.exclusive ? options.exclusive(guarded) : guarded();
   }
 };
@@ -200,7 +201,7 @@ json Rollback(const Context& c) {
       return true;
     };
     return c.store.Rollback(point, options, &result);
-  });
+  }, c.req.quiesced);
   if (!s.ok()) return c.Fail(s);
   return MakeResult(c.req.id, ToJson(result));
 }
@@ -263,14 +264,24 @@ json Dispatch(const Context& c) {
       return MakeResult(c.req.id, ToJson(info, /*online=*/true));
     }
     case Op::kCheckpoint: {
+      CheckpointOptions options;
+      options.name = c.req.name;
+      options.kind = c.req.kind;
+      options.pending = c.req.pending;
       CheckpointInfo cp;
-      Status s = store.Checkpoint(c.req.name, &cp);
+      Status s = store.Checkpoint(options, &cp);
+      if (!s.ok()) return c.Fail(s);
+      return MakeResult(c.req.id, ToJson(cp));
+    }
+    case Op::kCommitCheckpoint: {
+      CheckpointInfo cp;
+      Status s = store.CommitCheckpoint(c.req.checkpoint_id, &cp);
       if (!s.ok()) return c.Fail(s);
       return MakeResult(c.req.id, ToJson(cp));
     }
     case Op::kList: {
       std::vector<CheckpointInfo> cps;
-      Status s = store.ListCheckpoints(&cps);
+      Status s = store.ListCheckpoints(&cps, c.req.with_pending);
       if (!s.ok()) return c.Fail(s);
       json list = json::array();
       for (const CheckpointInfo& cp : cps) list.push_back(ToJson(cp));

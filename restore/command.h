@@ -15,6 +15,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace rwd::cli {
 
@@ -38,6 +39,8 @@ Command AddDiffCommand(CLI::App* parent);
 Command AddVerifyCommand(CLI::App* parent);
 // prune_command.cc
 Command AddPruneCommand(CLI::App* parent);
+// vm_commands.cc: `vm checkpoint` and `vm restore`, under a `vm` subcommand
+std::vector<Command> AddVmCommands(CLI::App* parent);
 
 // ---- Shared by the subcommands (command.cc) --------------------------------
 

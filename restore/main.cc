@@ -35,8 +35,9 @@ constexpr const char* kDescription =
     "nbdkit rewind plugin serves: their checkpoints and history.";
 
 constexpr const char* kFooter = R"(
-Every subcommand works whether or not the plugin is running (through
-DIR/control.sock when it is), prints text by default and JSON with --json,
+Every subcommand but 'vm' works whether or not the plugin is running
+(through DIR/control.sock when it is; 'vm' needs it and QEMU's QMP socket),
+prints text by default and JSON with --json,
 and exits 1 on failure, 2 on a bad command line.  'rewind SUBCOMMAND --help'
 describes each.
 
@@ -49,7 +50,8 @@ Examples:
   rewind rollback /var/lib/rewind/vm1 --to before-upgrade
   rewind diff /var/lib/rewind/vm1 --from before-upgrade --to -10m
   rewind verify /var/lib/rewind/vm1
-  rewind prune /var/lib/rewind/vm1 --keep-within 7d)";
+  rewind prune /var/lib/rewind/vm1 --keep-within 7d
+  rewind vm checkpoint --qmp /run/vm1/qmp.sock /var/lib/rewind/vm1 --live)";
 
 // Errors must stay on one line, whatever the message holds.
 std::string OneLine(std::string text) {
@@ -63,6 +65,16 @@ void PrintError(const std::string& where, const std::string& message) {
 }
 
 // The subcommand on the command line, or null when none was reached.
+// "vm checkpoint" for a subcommand of a subcommand, "restore" otherwise.
+std::string FullName(const CLI::App* app) {
+  std::string name = app->get_name();
+  for (const CLI::App* p = app->get_parent(); p != nullptr && p->get_parent() != nullptr;
+       p = p->get_parent()) {
+    name = p->get_name() + " " + name;
+  }
+  return name;
+}
+
 const Command* Selected(const std::vector<Command>& commands) {
   for (const Command& c : commands) {
     if (c.app->parsed()) return &c;
@@ -76,7 +88,7 @@ int ReportParseError(const CLI::App& app, const std::vector<Command>& commands,
     return app.exit(e);  // --help, --version
   }
   const Command* c = Selected(commands);
-  std::string name = c != nullptr ? c->app->get_name() : "";
+  std::string name = c != nullptr ? FullName(c->app) : "";
   std::string help = c != nullptr ? "rewind " + name + " --help" : "rewind --help";
   PrintError(name, fmt::format("{} (see '{}')", e.what(), help));
   return kExitUsage;
@@ -94,7 +106,7 @@ int Run(const Command& command) {
     if (!std::cout) s = Status::IOError("cannot write the output");
   }
   if (!s.ok()) {
-    PrintError(command.app->get_name(), s.message());
+    PrintError(FullName(command.app), s.message());
     return kExitFailure;
   }
   return 0;
@@ -116,6 +128,7 @@ int Main(int argc, char** argv) {
       AddVerifyCommand(&app),
       AddPruneCommand(&app),
   };
+  for (Command& c : AddVmCommands(&app)) commands.push_back(std::move(c));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -244,7 +244,7 @@ TEST_CASE("CheckpointInfo JSON round trip", "[control]") {
   json j = ToJson(cp);
   CHECK(j == json::parse(R"({"id": 3, "name": "before-upgrade", "lsn": 18234,
       "time": "2026-11-23T10:15:00.123456789Z", "time_ns": 1795428900123456789,
-      "kind": "disk", "pinned": true, "undo_bytes": 1048576})"));
+      "kind": "disk", "pinned": true, "undo_bytes": 1048576, "pending": false})"));
 
   CheckpointInfo back;
   REQUIRE(FromJson(json::parse(j.dump()), &back).ok());
@@ -255,6 +255,18 @@ TEST_CASE("CheckpointInfo JSON round trip", "[control]") {
   CHECK(back.kind == cp.kind);
   CHECK(back.pinned == cp.pinned);
   CHECK(back.undo_bytes == cp.undo_bytes);
+  CHECK_FALSE(back.pending);
+
+  // A pending whole-VM checkpoint; "pending" may be absent (older servers).
+  cp.kind = "vm";
+  cp.pending = true;
+  REQUIRE(FromJson(ToJson(cp), &back).ok());
+  CHECK(back.kind == "vm");
+  CHECK(back.pending);
+  json old = ToJson(cp);
+  old.erase("pending");
+  REQUIRE(FromJson(old, &back).ok());
+  CHECK_FALSE(back.pending);
 }
 
 TEST_CASE("CheckpointInfo FromJson names a missing or mistyped member", "[control]") {

@@ -39,7 +39,10 @@ class FakeStore : public rwd::control::test::UnusedStore {
  public:
   explicit FakeStore(std::string dir) : UnusedStore(std::move(dir)) {}
 
-  Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
+  using UnusedStore::Checkpoint;
+  using UnusedStore::ListCheckpoints;
+  Status Checkpoint(const rwd::CheckpointOptions& options, CheckpointInfo* out) override {
+    const std::string& name = options.name;
     std::lock_guard<std::mutex> lock(mu_);
     if (name.find('/') != std::string::npos) {
       return Status::InvalidArgument("checkpoint name '" + name + "' contains '/'");
@@ -57,7 +60,7 @@ class FakeStore : public rwd::control::test::UnusedStore {
     return Status::Ok();
   }
 
-  Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {
+  Status ListCheckpoints(std::vector<CheckpointInfo>* out, bool) override {
     std::lock_guard<std::mutex> lock(mu_);
     *out = cps_;
     return Status::Ok();

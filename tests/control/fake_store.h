@@ -27,8 +27,11 @@ class UnusedStore : public Store {
                  const std::function<void(uint64_t, uint64_t, bool)>&) override {
     return Unused();
   }
-  Status Checkpoint(const std::string&, CheckpointInfo*) override { return Unused(); }
-  Status ListCheckpoints(std::vector<CheckpointInfo>*) override { return Unused(); }
+  using Store::Checkpoint;
+  using Store::ListCheckpoints;
+  Status Checkpoint(const CheckpointOptions&, CheckpointInfo*) override { return Unused(); }
+  Status CommitCheckpoint(uint64_t, CheckpointInfo*) override { return Unused(); }
+  Status ListCheckpoints(std::vector<CheckpointInfo>*, bool) override { return Unused(); }
   Status GetInfo(StoreInfo*) override { return Unused(); }
   Status ResolvePoint(const std::string&, PointInfo*) override { return Unused(); }
   Status OpenSnapshot(const PointInfo&, std::unique_ptr<Snapshot>*) override { return Unused(); }

@@ -100,8 +100,12 @@ struct CheckpointInfo {
   std::string name;
   uint64_t lsn = 0;       // the checkpoint covers every record with LSN <= lsn
   int64_t time_ns = 0;    // wall-clock time it was taken
-  std::string kind = "disk";  // "disk" (issue 4 adds "vm")
+  std::string kind = "disk";  // "disk", or "vm" for a whole-VM checkpoint
   bool pinned = false;
+  // Taken but not yet committed (CommitCheckpoint): hidden from
+  // ListCheckpoints, ResolvePoint and the exports, and its name is not
+  // reserved.  A whole-VM checkpoint is pending until its saved VM state is.
+  bool pending = false;
   uint64_t undo_bytes = 0;    // before-images held for this checkpoint
 };
 
@@ -133,6 +137,12 @@ struct StoreInfo {
   bool writes_refused = false;  // a sync failed; see refused_reason
   std::string refused_reason;
   std::vector<DiskInfo> disks;  // every disk, in order; never empty for an open store
+};
+
+struct CheckpointOptions {
+  std::string name;           // empty: "cp-<id>"
+  std::string kind = "disk";  // "disk" or "vm"
+  bool pending = false;       // see CheckpointInfo::pending
 };
 
 // A point of history: the disk as it was right after the write with LSN
@@ -333,8 +343,28 @@ class Store {
   // Records a crash-consistent checkpoint after every write that returned
   // before this call.  O(1): does not depend on the disk's size.  An empty
   // name picks "cp-<id>".  The checkpoint is durable when this returns.
-  [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
-  [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
+  [[nodiscard]] Status Checkpoint(const std::string& name, CheckpointInfo* out) {
+    CheckpointOptions o;
+    o.name = name;
+    return Checkpoint(o, out);
+  }
+  // The same with a kind, or pending: a pending checkpoint is a marker in
+  // the timeline like any other (the same instant, the same O(1) cost) but
+  // stays invisible until CommitCheckpoint, so that a whole-VM checkpoint
+  // appears only once its VM state is saved.  One that is never committed
+  // stays hidden and is dropped by the next Prune.
+  [[nodiscard]] virtual Status Checkpoint(const CheckpointOptions& options,
+                                          CheckpointInfo* out) = 0;
+  // Makes pending checkpoint id visible, durably.  AlreadyExists when a
+  // visible checkpoint has taken its name meanwhile; NotFound when there is
+  // no such checkpoint (pruned); OK when it is already committed.
+  [[nodiscard]] virtual Status CommitCheckpoint(uint64_t id, CheckpointInfo* out) = 0;
+  // The visible checkpoints, oldest first; with_pending: also the pending.
+  [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out,
+                                               bool with_pending) = 0;
+  [[nodiscard]] Status ListCheckpoints(std::vector<CheckpointInfo>* out) {
+    return ListCheckpoints(out, false);
+  }
   [[nodiscard]] virtual Status GetInfo(StoreInfo* out) = 0;
 
   // Looks a POINT up: NotFound for an unknown checkpoint or an LSN or time

@@ -99,10 +99,21 @@ nlohmann::json ToJson(const PruneResult& result, bool dry_run);
 
 // ---- Requests --------------------------------------------------------------
 
-enum class Op { kHello, kInfo, kCheckpoint, kList, kRestore, kRollback, kDiff, kVerify, kPrune };
+enum class Op {
+  kHello,
+  kInfo,
+  kCheckpoint,
+  kList,
+  kRestore,
+  kRollback,
+  kDiff,
+  kVerify,
+  kPrune,
+  kCommitCheckpoint,
+};
 
 // "hello", "info", "checkpoint", "list", "restore", "rollback", "diff",
-// "verify", "prune".
+// "verify", "prune", "commit-checkpoint".
 const char* OpName(Op op);
 // Whether an op's work may be long, so that it takes "progress": restore,
 // rollback, diff, verify, prune.
@@ -115,6 +126,18 @@ struct Request {
   Op op = Op::kHello;
   // checkpoint: the requested name; empty lets the server pick "cp-<id>".
   std::string name;
+  // checkpoint: "kind" ("disk" or "vm") and "pending" (hidden until
+  // commit-checkpoint; CheckpointOptions).
+  std::string kind = "disk";
+  bool pending = false;
+  // commit-checkpoint: the pending checkpoint's id ("checkpoint").
+  uint64_t checkpoint_id = 0;
+  // list: also the pending checkpoints ("pending": true).
+  bool with_pending = false;
+  // rollback: the caller vouches that the clients connected for writing
+  // are idle and stay so ("quiesced": a QEMU waiting for an incoming
+  // migration); the rollback then runs with them connected.
+  bool quiesced = false;
   // restore, rollback, diff: the POINT ("to"); diff: the other one ("from").
   std::string to;
   std::string from;

@@ -42,6 +42,10 @@ struct ControlServerOptions {
   // writers out meanwhile, and returns its status; else a Busy status
   // without calling fn.  Empty: fn runs directly.  Set by the plugin.
   std::function<Status(const std::function<Status()>&)> exclusive;
+  // The same for a rollback whose client vouches that the connected
+  // writers are idle (a QEMU waiting for an incoming migration): runs fn
+  // with them connected, keeping new writers out.  Empty: as exclusive.
+  std::function<Status(const std::function<Status()>&)> exclusive_quiesced;
   // While a request that asked for progress runs, a line at least this
   // often (kKeepAliveMs; tests shorten it).
   int keepalive_ms = kKeepAliveMs;

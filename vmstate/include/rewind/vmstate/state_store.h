@@ -30,6 +30,10 @@
 #include <string>
 #include <vector>
 
+namespace rocksdb {
+class FileSystem;
+}
+
 namespace rwd::vm {
 
 // An identifier of a saved state: 1-128 characters from [A-Za-z0-9._+-].
@@ -55,17 +59,38 @@ class StateWriter {
   [[nodiscard]] virtual Status Append(const void* data, size_t len) = 0;
   // Makes the saved state durable and visible under id (AlreadyExists when
   // taken).  meta is stored with it (checkpoint name, LSNs, QEMU version...).
+  // An invalid or taken id changes nothing: the writer can still commit
+  // under another id.  After any other failure only Abort is meaningful.
   [[nodiscard]] virtual Status Commit(const std::string& id, const nlohmann::json& meta,
                                       StateInfo* out) = 0;
   // Drops everything written; leaves the store as before.
   virtual void Abort() = 0;
 };
 
+struct StateStoreOptions {
+  // Test doubles; null means the real file system (the lock file DIR/lock
+  // is always taken on the real one) and CLOCK_REALTIME.
+  std::shared_ptr<rocksdb::FileSystem> fs;
+  std::function<int64_t()> clock;
+  // Threads per writer that compress and append its new chunks while the
+  // caller goes on chunking; 0: one per CPU, at most 4.
+  unsigned compress_threads = 0;
+  // zstd level of the chunks: 1 keeps up with QEMU's pipe on two cores;
+  // higher levels save a little space for much more CPU.
+  int zstd_level = 1;
+};
+
+// Thread-safe: writers, reads and removals may run concurrently; a
+// removal never takes away a pack a live writer or read still uses.
 class StateStore {
  public:
   // Opens (creating when missing) the state store in dir, removes packs no
   // manifest names (left by an interrupted save), and loads the chunk index.
+  // The parent of dir must exist.
   [[nodiscard]] static Status Open(const std::string& dir, std::unique_ptr<StateStore>* out);
+  [[nodiscard]] static Status Open(const std::string& dir, const StateStoreOptions& options,
+                                   std::unique_ptr<StateStore>* out);
+  // Every writer must be destroyed before its store.
   virtual ~StateStore() = default;
 
   [[nodiscard]] virtual Status NewWriter(std::unique_ptr<StateWriter>* out) = 0;
@@ -75,11 +100,15 @@ class StateStore {
   [[nodiscard]] virtual Status Read(const std::string& id,
                                     const std::function<Status(const void*, size_t)>& sink) = 0;
   [[nodiscard]] virtual Status Get(const std::string& id, StateInfo* out) = 0;
+  // The readable saved states, by id.  A state whose manifest was found
+  // damaged at Open is left out (Get and Read give Corruption, Verify names
+  // it, Remove removes it).
   [[nodiscard]] virtual Status List(std::vector<StateInfo>* out) = 0;
   // Removes a saved state and deletes the packs no remaining state needs.
   [[nodiscard]] virtual Status Remove(const std::string& id) = 0;
   // Reads every saved state and checks every chunk; damage goes to
-  // *damage, one line each.
+  // *damage, one line each (OK status); the status fails only when
+  // verification itself could not run.
   [[nodiscard]] virtual Status Verify(std::vector<std::string>* damage) = 0;
   // Bytes DIR/vmstate takes on disk (packs and manifests).
   virtual uint64_t bytes_used() const = 0;

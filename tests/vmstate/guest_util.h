@@ -1,0 +1,331 @@
+// Helpers to run the project's test guest (tests/guest, see its README.md)
+// under qemu-system-x86_64 (TCG) on rewind disks: one nbdkit with the built
+// rewind plugin per disk, QEMU booting disk 0 over NBD, the guest's serial
+// log, its record and status sectors read and written over NBD, and QMP.
+//
+// The guest keeps a counter C in RAM and in a record sector on each of its two
+// disks, and counts (status sector of disk 0) and prints (serial) every time
+// RAM and disks disagree; so any checkpoint/restore that brings back RAM and
+// disks from different instants shows up as a MISMATCH.
+//
+// A typical test:
+//   RequireQemuOrSkip();
+//   GuestVm vm;                       // two stores, guest image on disk 0
+//   Qemu& q = vm.Boot();              // QEMU 1 boots the guest
+//   q.WaitForTick(64, 20s);           // the guest is running
+//   q.Qmp("stop");  ... checkpoint ... vm.KillQemu();
+//   Qemu& q2 = vm.StartQemu({.incoming_defer = true});   // QEMU 2, paused
+//   q2.Qmp("migrate-incoming", {{"uri", ...}});  ...  q2.Qmp("cont");
+//   REQUIRE(vm.ReadStatus().mismatches == 0);
+// Everything is torn down by the destructors: QEMU is killed (SIGKILL)
+// before the nbdkit servers stop, and the directory is removed.
+#pragma once
+
+#include <rewind/vmstate/qmp.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "support/nbd_server.h"
+#include "support/proc_util.h"
+
+#ifndef REWIND_GUEST_IMAGE
+#error "guest_util.h needs REWIND_GUEST_IMAGE (tests/vmstate/CMakeLists.txt)"
+#endif
+
+namespace rwd::test::guest {
+
+using namespace std::chrono_literals;
+
+// The built guest image (raw, whole sectors, written at LBA 0 of disk 0).
+inline constexpr const char* kImagePath = REWIND_GUEST_IMAGE;
+
+// The guest's disk layout (tests/guest/guest.S).
+inline constexpr uint64_t kSectorSize = 512;
+inline constexpr uint64_t kRecordLba = 64;  // on both disks
+inline constexpr uint64_t kStatusLba = 65;  // on disk 0
+// What a record that is not valid reads as, in the guest's messages.
+inline constexpr uint32_t kInvalidRecord = 0xffffffff;
+// TICK lines come at counters that are multiples of this.
+inline constexpr uint32_t kTickEvery = 16;
+// Guest-physical address of the RAM counter C (u32).
+inline constexpr uint64_t kRamCounterAddress = 0x520;
+
+// Ends the test as skipped (exit 77, see RequireNbdkitOrSkip) when nbdkit or
+// qemu-system-x86_64 is not installed; REQUIREs the built plugin, CLI and
+// guest image.
+void RequireQemuOrSkip();
+
+// ------------------------------------------------------------ disk content
+
+// A record sector: {"RWGUEST1", counter, ~counter, disk index}.
+struct GuestRecord {
+  bool valid = false;  // magic, inverse and a disk index 0/1 all right
+  uint32_t counter = 0;
+  uint32_t disk_index = 0;
+  std::string ToString() const;
+};
+
+// The status sector of disk 0.
+struct GuestStatus {
+  bool valid = false;  // magic "RWGSTAT1"
+  uint32_t mismatches = 0;
+  uint32_t last_ram = 0;  // RAM counter at the last mismatch
+  uint32_t last_d0 = 0;   // disk 0's record then (kInvalidRecord: invalid)
+  uint32_t last_d1 = 0;   // disk 1's record then
+  uint32_t boots = 0;
+  uint32_t ram_errors = 0;    // RAM pattern buffer found not matching C
+  uint32_t ram_error_at = 0;  // C at the last of them
+  std::string ToString() const;
+};
+
+GuestRecord ParseRecord(const uint8_t* sector);
+// The 512 bytes of a valid record.
+std::vector<uint8_t> MakeRecord(uint32_t counter, uint32_t disk_index);
+GuestStatus ParseStatus(const uint8_t* sector);
+
+// Over a fresh NBD connection to socket.  Throw NbdError on failure.
+GuestRecord ReadRecord(const std::string& nbd_socket);
+void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index);
+GuestStatus ReadStatus(const std::string& nbd_socket);
+// Writes the guest image at LBA 0 and flushes.
+void InstallImage(const std::string& nbd_socket);
+
+// ------------------------------------------------------------- serial log
+
+struct Tick {
+  uint32_t counter = 0;
+  uint32_t mismatches = 0;
+  uint32_t ram_errors = 0;
+};
+
+struct Mismatch {
+  uint32_t ram = 0, d0 = 0, d1 = 0, mismatches = 0;
+};
+
+// The guest's serial output, parsed.  Only complete lines count (a line
+// still being written is left for the next read).
+struct SerialLog {
+  std::vector<std::string> lines;
+  std::vector<uint32_t> boots;  // boots= of each BOOT line
+  std::vector<Tick> ticks;
+  std::vector<Mismatch> mismatches;
+  std::vector<std::string> ram_bad;     // RAMBAD lines
+  std::vector<std::string> disk_errors;  // DISKERR lines
+  std::vector<std::string> unknown;      // anything else
+
+  std::optional<Tick> LastTick() const;
+  // The last lines, for failure messages.
+  std::string Tail(size_t n = 20) const;
+};
+
+SerialLog ParseSerial(std::string_view text);
+
+// ------------------------------------------------------------------ disks
+
+// One rewind disk: nbdkit with the built plugin serving a store.  Files in
+// workdir: nbd.sock, nbdkit.pid, nbdkit.log, and the store in workdir/store.
+class GuestDisk {
+ public:
+  // Starts nbdkit (creating the store when new: size= is passed then).
+  // extra_params: further plugin parameters ("block-size=512").
+  static std::unique_ptr<GuestDisk> Start(const std::string& workdir, uint64_t size,
+                                          std::vector<std::string> extra_params = {});
+  GuestDisk(const GuestDisk&) = delete;
+  GuestDisk& operator=(const GuestDisk&) = delete;
+  ~GuestDisk();
+
+  const std::string& socket() const { return server_->socket(); }
+  const std::string& store_dir() const { return store_dir_; }
+  const std::string& workdir() const { return workdir_; }
+  NbdServer& server() { return *server_; }
+  uint64_t size() const { return size_; }
+
+  // Stops nbdkit (SIGTERM, waits) and starts it again on the same store.
+  void Restart();
+  // Stops nbdkit (SIGTERM, waits); Restart() brings it back.
+  ExitStatus Stop();
+
+  GuestRecord ReadRecord() const { return guest::ReadRecord(socket()); }
+  void WriteRecord(uint32_t counter, uint32_t disk_index) const {
+    guest::WriteRecord(socket(), counter, disk_index);
+  }
+
+ private:
+  GuestDisk() = default;
+  std::string workdir_;
+  std::string store_dir_;
+  uint64_t size_ = 0;
+  std::vector<std::string> extra_params_;
+  std::unique_ptr<NbdServer> server_;
+};
+
+// ------------------------------------------------------------------- QEMU
+
+struct QemuOptions {
+  // NBD Unix sockets of the disks, disk 0 (the boot disk) first.  Disk i is
+  // IDE bus i / 2, unit i % 2: BIOS drive 0x80 + i.
+  std::vector<std::string> disk_sockets;
+  // Where the files go; names start with name: NAME.serial (the guest's
+  // COM1), NAME.qmp (the helper's QMP socket), NAME-tool.qmp (a second QMP
+  // socket, free for other clients such as the rewind CLI: QEMU serves one
+  // client per QMP socket), NAME.log (QEMU's stdout and stderr).
+  std::string workdir;
+  std::string name = "qemu";
+  // -incoming defer: QEMU waits, paused, for migrate-incoming.
+  bool incoming_defer = false;
+  // -S: do not start the CPU (cont starts it).
+  bool paused = false;
+  // -no-reboot: a guest reset (or system_reset) ends QEMU instead.
+  bool no_reboot = true;
+  int memory_mb = 256;
+  // Appended to the command line.
+  std::vector<std::string> extra_args;
+  // How long Start waits for the QMP socket.
+  std::chrono::milliseconds ready_timeout{20s};
+};
+
+// The QEMU command line for options (without starting it).
+std::vector<std::string> QemuCommand(const QemuOptions& options);
+
+// One qemu-system-x86_64 process.  The destructor kills it (SIGKILL) and
+// reaps it.  It also dies (SIGKILL) when the thread that started it ends,
+// so a crashed test leaves no QEMU behind.  Not thread-safe.
+class Qemu {
+ public:
+  // Starts QEMU and connects to its QMP socket.  Throws std::runtime_error
+  // (quoting QEMU's log) when it exits or does not listen in time.
+  static std::unique_ptr<Qemu> Start(QemuOptions options);
+  ~Qemu();
+  Qemu(const Qemu&) = delete;
+  Qemu& operator=(const Qemu&) = delete;
+
+  const QemuOptions& options() const { return options_; }
+  const std::vector<std::string>& argv() const { return argv_; }
+  std::string command() const;
+  pid_t pid() const { return pid_; }
+  const std::string& serial_path() const { return serial_path_; }
+  const std::string& qmp_path() const { return qmp_path_; }
+  const std::string& tool_qmp_path() const { return tool_qmp_path_; }
+  const std::string& log_path() const { return log_path_; }
+
+  // The guest's serial output so far, raw and parsed.
+  std::string SerialText() const;
+  SerialLog Serial() const;
+  // QEMU's own stdout/stderr.
+  std::string Log() const;
+
+  // Waits for a TICK line with C >= min_counter (counting from the start of
+  // this QEMU's log).  nullopt when QEMU exited, the guest printed DISKERR,
+  // or the timeout passed; *why (may be null) then says which.
+  std::optional<Tick> WaitForTick(uint32_t min_counter, std::chrono::milliseconds timeout,
+                                  std::string* why = nullptr);
+  // Waits until the serial log holds at least count complete lines starting
+  // with prefix; returns the count-th such line, nullopt as above.
+  std::optional<std::string> WaitForLine(std::string_view prefix, size_t count,
+                                         std::chrono::milliseconds timeout,
+                                         std::string* why = nullptr);
+
+  // The helper's QMP connection (made in Start).
+  rwd::vm::QmpClient& qmp() { return *qmp_; }
+  // Runs a QMP command; returns its "return" member.  Throws
+  // std::runtime_error on an error reply or a dead connection.
+  nlohmann::json Qmp(const std::string& command, const nlohmann::json& args = nullptr,
+                     std::chrono::milliseconds timeout = 30s);
+  // query-status's "status" ("running", "paused", "inmigrate", ...).
+  std::string RunState();
+  // The guest's RAM counter C, read with pmemsave (works running or
+  // stopped; consistent only when stopped).
+  uint32_t ReadRamCounter();
+  // Whether the (stopped) CPU is halted: HLT=1 in HMP's info registers.
+  bool IsHalted();
+  // Stops the guest at a safe point: halted in its pause at the end of the
+  // loop, with C in RAM equal to both records, so that the next disk
+  // access is the read of disk 0's record (see guest.S).  Tries stop /
+  // check / cont until then; returns C.  Throws std::runtime_error after
+  // timeout.  Needs the records readable: disks are the given sockets.
+  uint32_t StopAtSafePoint(std::chrono::milliseconds timeout = 20s);
+  // Polls query-migrate until its status is "completed" (returns it) or
+  // "failed"/"cancelled" or timeout (throws, saying which).
+  nlohmann::json WaitMigration(std::chrono::milliseconds timeout);
+
+  bool Running();
+  // SIGKILL and reap.
+  void Kill();
+  // QMP quit, then waits; SIGKILL after timeout.
+  ExitStatus Quit(std::chrono::milliseconds timeout = 10s);
+  const ExitStatus& status() const { return status_; }
+
+  // Command line, run state, the tails of QEMU's log and of the serial log:
+  // for INFO() in failing tests.
+  std::string Describe() const;
+
+ private:
+  Qemu() = default;
+  QemuOptions options_;
+  std::vector<std::string> argv_;
+  std::string serial_path_, qmp_path_, tool_qmp_path_, log_path_;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  ExitStatus status_;
+  std::unique_ptr<rwd::vm::QmpClient> qmp_;
+};
+
+// --------------------------------------------------------- the whole guest
+
+struct GuestVmOptions {
+  int disks = 2;
+  uint64_t disk_size = 4u << 20;
+  std::vector<std::string> disk_params;  // extra plugin parameters for each disk
+};
+
+// A temporary directory with one rewind disk per disk (d0/, d1/), the guest
+// image installed on disk 0, and QEMU processes started on them one at a
+// time (q1, q2, ... in the same directory).  Destruction order: QEMU, nbdkit,
+// the directory.
+class GuestVm {
+ public:
+  explicit GuestVm(GuestVmOptions options = {});
+  ~GuestVm();
+  GuestVm(const GuestVm&) = delete;
+  GuestVm& operator=(const GuestVm&) = delete;
+
+  const std::string& dir() const { return dir_.path(); }
+  std::string path(std::string_view name) const { return dir_ / name; }
+  size_t disk_count() const { return disks_.size(); }
+  GuestDisk& disk(size_t i) { return *disks_.at(i); }
+
+  // The options of the next QEMU: disk sockets, workdir and name filled in.
+  QemuOptions NextQemuOptions() const;
+  // Starts a QEMU (killing the current one, if any).  options' disk_sockets,
+  // workdir and name are filled in when empty.
+  Qemu& StartQemu(QemuOptions options = {});
+  // StartQemu and REQUIRE a BOOT line within timeout.
+  Qemu& Boot(std::chrono::milliseconds timeout = 20s);
+  Qemu& qemu();
+  bool has_qemu() const { return qemu_ != nullptr; }
+  void KillQemu();
+
+  // The status sector of disk 0 and the records, read over NBD.
+  GuestStatus ReadStatus() const { return guest::ReadStatus(disks_.at(0)->socket()); }
+  GuestRecord ReadRecord(size_t disk) const { return disks_.at(disk)->ReadRecord(); }
+
+  // The current QEMU (if any) and the nbdkit logs' tails.
+  std::string Describe() const;
+
+ private:
+  GuestVmOptions options_;
+  TempDir dir_;
+  std::vector<std::unique_ptr<GuestDisk>> disks_;
+  std::unique_ptr<Qemu> qemu_;
+  int qemu_count_ = 0;
+};
+
+}  // namespace rwd::test::guest
