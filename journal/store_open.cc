@@ -110,7 +110,10 @@ Status CheckNewStore(const StoreOptions& o, std::vector<DiskSpec>* specs) {
                                    format::kMetaFileName +
                                    ": it is not a rewind store, and rewind will not overwrite it");
   }
-  std::map<std::string, std::string> adopted;  // absolute image -> disk
+  // The file (device, inode) -> disk: two spellings of one file (a symbolic
+  // or hard link) are one image, and two disks on one file would mix their
+  // writes and their history.
+  std::map<std::pair<dev_t, ino_t>, std::string> adopted;
   for (DiskSpec& d : *specs) {
     const std::string what = d.name.empty() ? "" : d.name + ":";
     if (!d.image.empty()) {
@@ -131,10 +134,11 @@ Status CheckNewStore(const StoreOptions& o, std::vector<DiskSpec>* specs) {
                                        std::to_string(isz) + " bytes)");
       }
       d.size = isz;
-      auto [it, fresh] = adopted.emplace(fs::absolute(d.image).lexically_normal().string(), d.name);
+      auto [it, fresh] = adopted.emplace(std::make_pair(st.st_dev, st.st_ino), d.name);
       if (!fresh) {
         return Status::InvalidArgument("disks '" + it->second + "' and '" + d.name +
-                                       "' adopt the same image " + d.image);
+                                       "' adopt the same image file " + d.image +
+                                       " (the same file, through a link or another path)");
       }
     }
     if (d.size == 0) {

@@ -178,7 +178,8 @@ json Restore(const Context& c) {
   }
   if (!s.ok()) return c.Fail(s);
 
-  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, c.store.size());
+  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms,
+                      disk != nullptr ? disk->size() : c.store.size());
   bool cancelled = !lines.ok();
   RestoreOptions options;
   options.output = c.req.output;
