@@ -432,7 +432,7 @@ TEST_CASE("several disks: one checkpoint is one instant of every disk", "[journa
   rig.CheckHistory();
 }
 
-TEST_CASE("several disks: a power cut; recovery replays each disk into its own image, one prefix",
+TEST_CASE("several disks: a power cut, recovery replays each disk into its own image, one prefix",
           "[journal][disks][crash]") {
   const uint64_t seed = GENERATE(1, 2, 3, 4, 5);
   Rig rig(kThreeDisks, 4096, seed, /*doubles=*/true);
@@ -475,7 +475,7 @@ TEST_CASE("several disks: a power cut; recovery replays each disk into its own i
   rig.CheckHistory();
 }
 
-TEST_CASE("several disks: rollback puts every disk back; its checkpoint undoes it on every disk",
+TEST_CASE("several disks: rollback puts every disk back, its checkpoint undoes it on every disk",
           "[journal][disks][rollback]") {
   Rig rig(kThreeDisks, 4096, 21);
   rig.Open();
