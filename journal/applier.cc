@@ -62,9 +62,9 @@ void StoreImpl::ApplierLoop() {
     auto now = std::chrono::steady_clock::now();
     if (applied > persisted_applied_ &&
         (bytes_since_sync >= sync_bytes || now - last_sync >= sync_interval)) {
-      // Invariant: applied_lsn is recorded only after the image holding every
-      // record <= it has been synced.
-      s = image_->Sync();
+      // Invariant: applied_lsn is recorded only after the images holding
+      // every record <= it have been synced.
+      s = SyncImages(/*all=*/false);
       if (s.ok()) {
         FaultPoint("apply.after_image_sync");
         s = PersistApplied(applied);
@@ -86,7 +86,9 @@ Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
     if (ops[i].kind == OpKind::kWrite) continue;
     Status s = ApplyWrites(ops, begin, i);  // writes before the zero first
     if (!s.ok()) return s;
-    s = image_->Zero(ops[i].offset, ops[i].length, ops[i].kind == OpKind::kTrim);
+    DiskImpl& d = *disks_[ops[i].disk];
+    d.image_dirty = true;
+    s = d.image->Zero(ops[i].offset, ops[i].length, ops[i].kind == OpKind::kTrim);
     if (!s.ok()) return s;
     begin = i + 1;
   }
@@ -94,7 +96,8 @@ Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
 }
 
 // Writes the newest content of every page written by ops[begin, end) and
-// then drops those pages from the overlay unless a newer write replaced them.
+// then drops those pages from the overlay unless a newer write replaced
+// them: disk by disk (the disks' images are independent).
 Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end) {
   if (begin >= end) return Status::Ok();
   const uint64_t ps = page_size_;
@@ -102,32 +105,39 @@ Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t en
     uint64_t lsn;
     const char* data;
   };
-  std::map<uint64_t, Newest> pages;
+  // pages[disk]: page -> its newest content.  One disk, nearly always.
+  std::vector<std::map<uint64_t, Newest>> pages(disks_.size());
   for (size_t i = begin; i < end; i++) {
     const ApplyOp& op = ops[i];
     for (uint64_t p = 0; p < op.npages; p++) {
-      pages[op.first_page + p] = Newest{op.lsn, op.pages.get() + p * ps};
+      pages[op.disk][op.first_page + p] = Newest{op.lsn, op.pages.get() + p * ps};
     }
   }
-  std::vector<IoVec> iov;
-  for (const auto& [page, n] : pages) {
-    uint64_t off = page * ps;
-    uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(ps, meta_.size - off));
-    if (!iov.empty()) {
-      IoVec& last = iov.back();
-      if (last.offset + last.length == off && static_cast<const char*>(last.data) + last.length == n.data &&
-          last.length < (4u << 20)) {
-        last.length += len;
-        continue;
+  for (size_t disk = 0; disk < pages.size(); disk++) {
+    if (pages[disk].empty()) continue;
+    DiskImpl& d = *disks_[disk];
+    std::vector<IoVec> iov;
+    for (const auto& [page, n] : pages[disk]) {
+      uint64_t off = page * ps;
+      uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(ps, d.size() - off));
+      if (!iov.empty()) {
+        IoVec& last = iov.back();
+        if (last.offset + last.length == off &&
+            static_cast<const char*>(last.data) + last.length == n.data &&
+            last.length < (4u << 20)) {
+          last.length += len;
+          continue;
+        }
       }
+      iov.push_back(IoVec{off, n.data, len});
     }
-    iov.push_back(IoVec{off, n.data, len});
+    FaultPoint("apply.before_image_write");
+    d.image_dirty = true;
+    Status s = d.image->WriteV(iov);
+    if (!s.ok()) return s;
+    FaultPoint("apply.after_image_write");
+    for (const auto& [page, n] : pages[disk]) d.overlay.RemoveIf(page, n.lsn);
   }
-  FaultPoint("apply.before_image_write");
-  Status s = image_->WriteV(iov);
-  if (!s.ok()) return s;
-  FaultPoint("apply.after_image_write");
-  for (const auto& [page, n] : pages) overlay_.RemoveIf(page, n.lsn);
   return Status::Ok();
 }
 

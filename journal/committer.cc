@@ -126,7 +126,7 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
         u.h.payload.segment = u.ref.segment;
         u.h.payload.offset = u.ref.offset;
       }
-      std::string key = records::UndoKey(op.epoch, 0, u.block);
+      std::string key = records::UndoKey(op.epoch, op.disk, u.block);
       std::string value = records::EncodeUndo(key, u.h);
       undo_bytes[op.epoch] += key.size() + value.size() + u.content.size();
       if (rs.ok()) rs = batch.Put(undo_cf_, key, value);
@@ -136,6 +136,7 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
              : op.kind == OpKind::kZero ? format::RedoType::kZero
                                         : format::RedoType::kTrim;
     h.flags = op.fua ? format::kRedoFlagFua : 0;
+    h.disk = op.disk;
     h.offset = op.offset;
     h.length = op.length;
     h.time_ns = op.time_ns;
@@ -165,6 +166,7 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
   for (JournalOp& op : ops) {
     if (op.kind == OpKind::kCheckpoint) continue;
     ApplyOp a;
+    a.disk = op.disk;
     a.lsn = op.lsn;
     a.seq = op.seq;
     a.kind = op.kind;

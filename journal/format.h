@@ -11,6 +11,15 @@ namespace rwd::format {
 // 1: payloads inside RocksDB values (never released).
 // 2: payloads in the vlog; RocksDB records point at them.
 inline constexpr uint32_t kFormatVersion = 2;
+// 3: version 2 with named disks (disk=NAME), one or several: rewind.meta and
+// the meta column family list them, and the disk field of redo values and
+// undo keys is the disk's index in that list.  A store made without disk=
+// is still version 2; this rewind reads both, and a rewind that reads only
+// version 2 refuses a version-3 store rather than replaying the writes of
+// one disk into the image of another.
+inline constexpr uint32_t kFormatVersionDisks = 3;
+// The most disks one store holds.
+inline constexpr uint32_t kMaxDisks = 256;
 
 // Files inside the store directory.
 inline constexpr const char* kMetaFileName = "rewind.meta";
@@ -18,6 +27,9 @@ inline constexpr const char* kJournalDirName = "journal";
 inline constexpr const char* kImageFileName = "image.raw";
 inline constexpr const char* kControlSocketName = "control.sock";
 inline constexpr const char* kVlogDirName = "vlog";  // payload segments (journal/vlog.h)
+// Version 3: the live image of disk NAME is DIR/disks/NAME.raw unless adopted.
+inline constexpr const char* kDisksDirName = "disks";
+inline constexpr const char* kDiskImageSuffix = ".raw";
 
 // RocksDB column families.
 inline constexpr const char* kMetaCF = "default";
@@ -32,6 +44,9 @@ inline constexpr const char* kMetaBlockSize = "block_size";           // decimal
 inline constexpr const char* kMetaImage = "image";                    // path
 inline constexpr const char* kMetaCreated = "created_ns";             // decimal
 inline constexpr const char* kMetaUuid = "uuid";
+// Version 3: the disk lines of rewind.meta ("disk.<i>.name=...\n", ".size",
+// ".image", for every disk in order), as text (DisksText in meta_file.h).
+inline constexpr const char* kMetaDisks = "disks";
 // Every redo record with LSN <= applied_lsn is in the image and the image
 // was synced after it was written (u64, little-endian).
 inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
@@ -49,7 +64,7 @@ inline constexpr const char* kMetaUndoBytesPrefix = "undo_bytes/";
 
 // Redo record: key = LSN (u64 big-endian); value (little-endian):
 //   0  u8  type           1  u8 flags       2 u16 reserved (0)
-//   4  u32 disk (0 until multi-disk stores)
+//   4  u32 disk: the index of the disk in the store's list (0: the first)
 //   8  u64 offset        16  u64 length
 //  24  i64 time_ns
 //  32  u32 vlog segment of the payload (0: none, for zero and trim)
@@ -97,6 +112,8 @@ inline constexpr size_t kCheckpointFixedSize = 24;
 inline constexpr size_t kMaxCheckpointName = 128;
 
 static_assert(kRedoValueSize == kRedoChecksumOffset + 8);
+static_assert(kFormatVersionDisks == kFormatVersion + 1);
+static_assert(kMaxDisks <= UINT32_MAX);
 static_assert(kUndoKeySize == 8 + 4 + 8);
 static_assert(kUndoValueSize == kUndoChecksumOffset + 8);
 

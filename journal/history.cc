@@ -1,4 +1,6 @@
-// Points of history, snapshots and restores.
+// Points of history, snapshots and restores.  Points are the store's (one
+// timeline for all its disks); a snapshot and a restore are of one disk,
+// a rollback is of every disk.
 //
 // The disk at a point L (the instant after the write with LSN L) is built
 // from the live disk and the journal, without replaying history from the
@@ -385,13 +387,14 @@ Status StoreImpl::ResolvePoint(const std::string& text, PointInfo* out) {
 
 class SnapshotImpl final : public Snapshot {
  public:
-  SnapshotImpl(StoreImpl* store, PointInfo point) : store_(store), point_(std::move(point)) {
+  SnapshotImpl(StoreImpl* store, DiskImpl& disk, PointInfo point)
+      : store_(store), disk_(disk), point_(std::move(point)) {
     store_->open_snapshots_.fetch_add(1);
   }
   ~SnapshotImpl() override { store_->open_snapshots_.fetch_sub(1); }
 
   const PointInfo& point() const override { return point_; }
-  uint64_t size() const override { return store_->meta_.size; }
+  uint64_t size() const override { return disk_.size(); }
   uint64_t changed_bytes() const override { return changed_bytes_; }
 
   Status Build();
@@ -404,7 +407,7 @@ class SnapshotImpl final : public Snapshot {
     const uint64_t bs = st.meta_.block_size;
     std::atomic_thread_fence(std::memory_order_acquire);
     for (uint64_t b = offset / bs; b <= (offset + len - 1) / bs; b++) {
-      const uint32_t stamp = st.stamps_.Get(b);
+      const uint32_t stamp = disk_.stamps.Get(b);
       if (stamp != 0 && stamp - 1 >= scan_epoch_) return true;
     }
     return false;
@@ -442,6 +445,7 @@ class SnapshotImpl final : public Snapshot {
   Status FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source* out);
 
   StoreImpl* const store_;
+  DiskImpl& disk_;  // the disk whose past this is
   const PointInfo point_;
   uint64_t epoch_ = 0;       // e: the newest checkpoint with lsn <= point
   uint64_t epoch_lsn_ = 0;   // L_e
@@ -480,27 +484,39 @@ Status SnapshotImpl::Build() {
   // (For a checkpoint point this is the checkpoint itself or a later one
   // at the same LSN: no write lies between them, so the same state.)
 
-  // 1. Undo records of epochs >= e: the first per block wins.
+  // 1. Undo records of epochs >= e: the first per block wins.  Keys sort
+  //    by epoch, then disk: within each epoch the scan seeks to this disk's
+  //    records and leaves at the next epoch.
   std::unordered_set<uint64_t> replay;  // blocks written in (L_e, L]
+  const uint32_t me = disk_.index();
   {
     std::unique_ptr<rocksdb::Iterator> it(
         st.db_->NewIterator(rocksdb::ReadOptions(), st.undo_cf_));
-    for (it->Seek(records::UndoKey(epoch_, 0, 0)); it->Valid(); it->Next()) {
+    for (it->Seek(records::UndoKey(epoch_, me, 0)); it->Valid();) {
       const std::string_view key(it->key().data(), it->key().size());
       uint64_t e = 0, b = 0;
       uint32_t disk = 0;
       s = records::ParseUndoKey(key, &e, &disk, &b);
-      if (s.ok() && disk != 0) continue;
+      if (s.ok() && disk < me) {
+        it->Seek(records::UndoKey(e, me, 0));
+        continue;
+      }
+      if (s.ok() && disk > me) {
+        if (e == UINT64_MAX) break;
+        it->Seek(records::UndoKey(e + 1, me, 0));
+        continue;
+      }
       Source src;
       if (s.ok()) {
         s = records::DecodeUndo(key, std::string_view(it->value().data(), it->value().size()),
                                 &src.undo);
       }
       if (!s.ok()) return Status::Corruption("the point " + point_.text + " needs a damaged record: " + s.message());
-      if (b >= st.BlockCount()) {
-        return Status::Corruption("before-image of block " + std::to_string(b) +
+      if (b >= disk_.BlockCount()) {
+        return Status::Corruption("before-image of block " + std::to_string(b) + disk_.Of() +
                                   " lies beyond the disk");
       }
+      it->Next();
       if (blocks_.count(b)) continue;
       // Written at or before L (only in epoch e, unless pruning merged
       // epochs): the record is b's content before its first write after
@@ -524,16 +540,22 @@ Status SnapshotImpl::Build() {
         s = Status::Corruption("redo record " + std::to_string(expect) + " is missing");
       }
       if (s.ok()) s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
-      if (s.ok() && (h.length == 0 || h.offset + h.length > st.meta_.size)) {
+      const DiskImpl* rd = s.ok() ? st.DiskOf(h.disk) : nullptr;
+      if (s.ok() && rd == nullptr) {
+        s = Status::Corruption("redo record " + std::to_string(lsn) + " names disk " +
+                               std::to_string(h.disk) + ", which the store does not have");
+      }
+      if (s.ok() && (h.length == 0 || h.offset + h.length > rd->size())) {
         s = Status::Corruption("redo record " + std::to_string(lsn) + " lies beyond the disk");
       }
       if (!s.ok()) return Status::Corruption("the point " + point_.text + " needs a damaged record: " + s.message());
+      if (h.disk != me) continue;  // another disk's
       const uint64_t bs = st.meta_.block_size;
       for (uint64_t b = h.offset / bs; b <= (h.offset + h.length - 1) / bs; b++) {
         if (!replay.count(b)) {
-          return Status::Corruption("block " + std::to_string(b) + " written by lsn " +
-                                    std::to_string(lsn) + " has no before-image in epoch " +
-                                    std::to_string(epoch_));
+          return Status::Corruption("block " + std::to_string(b) + disk_.Of() +
+                                    " written by lsn " + std::to_string(lsn) +
+                                    " has no before-image in epoch " + std::to_string(epoch_));
         }
         blocks_[b].redo.push_back(lsn);
       }
@@ -544,7 +566,7 @@ Status SnapshotImpl::Build() {
     }
   }
   changed_bytes_ = 0;
-  for (const auto& [b, src] : blocks_) changed_bytes_ += st.BlockLength(b);
+  for (const auto& [b, src] : blocks_) changed_bytes_ += disk_.BlockLength(b);
   return Status::Ok();
 }
 
@@ -552,7 +574,7 @@ Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
   StoreImpl& st = *store_;
   const uint64_t bs = st.meta_.block_size;
   const uint64_t begin = b * bs;
-  const uint64_t len = st.BlockLength(b);
+  const uint64_t len = disk_.BlockLength(b);
   std::string payload;
   if (src.undo.kind == format::UndoKind::kZeros) {
     std::memset(out, 0, len);
@@ -634,7 +656,7 @@ Status SnapshotImpl::FetchJournalBlocks(const std::function<Status(uint64_t, con
     if (!s.ok()) return s;
     for (size_t k = i; k < j; k++) {
       const Item& it = *plain[k];
-      if (it.src.undo.length != st.BlockLength(it.block)) {
+      if (it.src.undo.length != disk_.BlockLength(it.block)) {
         return Status::Corruption("before-image of block " + std::to_string(it.block) +
                                   " has length " + std::to_string(it.src.undo.length));
       }
@@ -654,7 +676,7 @@ Status SnapshotImpl::FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source
   StoreImpl& st = *store_;
   (void)st.WaitCommitted();
   for (uint64_t e = from; e <= to; e++) {
-    const std::string key = records::UndoKey(e, 0, b);
+    const std::string key = records::UndoKey(e, disk_.index(), b);
     std::string value;
     rocksdb::Status rs = st.db_->Get(rocksdb::ReadOptions(), st.undo_cf_, key, &value);
     if (rs.IsNotFound()) continue;
@@ -671,7 +693,7 @@ Status SnapshotImpl::Read(uint64_t offset, uint32_t len, void* buf) {
 
 Status SnapshotImpl::ReadImpl(uint64_t offset, uint32_t len, void* buf, bool journal_blocks) {
   StoreImpl& st = *store_;
-  if (offset > st.meta_.size || len > st.meta_.size - offset) {
+  if (offset > disk_.size() || len > disk_.size() - offset) {
     return Status::InvalidArgument("read beyond the end of the disk");
   }
   if (len == 0) return Status::Ok();
@@ -717,11 +739,11 @@ Status SnapshotImpl::ReadImpl(uint64_t offset, uint32_t len, void* buf, bool jou
     const uint64_t hi = std::min(end, run_end * bs);
     std::vector<std::pair<uint64_t, uint32_t>> late;  // block, stamp
     {
-      Status s = st.ReadLogical(lo, hi - lo, dst + (lo - offset));
+      Status s = st.ReadLogical(disk_, lo, hi - lo, dst + (lo - offset));
       if (!s.ok()) return s;
       std::atomic_thread_fence(std::memory_order_acquire);
       for (uint64_t x = b; x < run_end; x++) {
-        const uint32_t stamp = st.stamps_.Get(x);
+        const uint32_t stamp = disk_.stamps.Get(x);
         if (stamp != 0 && stamp - 1 >= scan_epoch_) late.emplace_back(x, stamp);
       }
     }
@@ -744,8 +766,9 @@ Status SnapshotImpl::ReadImpl(uint64_t offset, uint32_t len, void* buf, bool jou
   return Status::Ok();
 }
 
-Status StoreImpl::OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) {
-  auto snap = std::make_unique<SnapshotImpl>(this, point);
+Status StoreImpl::OpenSnapshotOn(DiskImpl& d, const PointInfo& point,
+                                 std::unique_ptr<Snapshot>* out) {
+  auto snap = std::make_unique<SnapshotImpl>(this, d, point);
   Status s = snap->Build();
   if (!s.ok()) return s;
   *out = std::move(snap);
@@ -772,8 +795,8 @@ Status WriteAll(int fd, const char* p, size_t len, uint64_t off, const std::stri
 
 }  // namespace
 
-Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
-                          RestoreResult* result) {
+Status StoreImpl::RestoreOn(DiskImpl& disk, const PointInfo& point, const RestoreOptions& options,
+                            RestoreResult* result) {
   const auto start = std::chrono::steady_clock::now();
   const std::string& output = options.output;
   if (output.empty()) return Status::InvalidArgument("restore needs an output file");
@@ -801,10 +824,16 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
     }
     free(real_dir);
     free(real_store);
+    // Not onto any disk's live image.
     struct stat out_st, image_st;
-    const bool is_image = stat(output.c_str(), &out_st) == 0 &&
-                          stat(meta_.image.c_str(), &image_st) == 0 &&
-                          out_st.st_dev == image_st.st_dev && out_st.st_ino == image_st.st_ino;
+    bool is_image = false;
+    if (stat(output.c_str(), &out_st) == 0) {
+      for (const auto& d : disks_) {
+        is_image = is_image || (stat(d->image_path().c_str(), &image_st) == 0 &&
+                                out_st.st_dev == image_st.st_dev &&
+                                out_st.st_ino == image_st.st_ino);
+      }
+    }
     if (inside || is_image) {
       return Status::InvalidArgument("restore output '" + output + "' is " +
                                      (is_image ? "the live image" : "inside the store") + " " +
@@ -821,7 +850,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
     }
   }
 
-  std::unique_ptr<SnapshotImpl> snap(new SnapshotImpl(this, point));
+  std::unique_ptr<SnapshotImpl> snap(new SnapshotImpl(this, disk, point));
   Status s = snap->Build();
   if (!s.ok()) return s;
 
@@ -839,7 +868,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
     }
   } cleanup{fd, tmp, keep};
 
-  const uint64_t size = meta_.size;
+  const uint64_t size = disk.size();
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) return Status::FromErrno(errno, "truncate " + tmp);
   constexpr uint64_t kChunk = 1 << 20;
   constexpr uint64_t kPiece = 4096;
@@ -871,7 +900,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
         // Unless a block in it was first overwritten (or trimmed) since the
         // snapshot's scan: its stamp, set before the image changed, says so.
         bool any_data = false;
-        Status ws = image_->Extents(off, n, [&](uint64_t, uint64_t, bool data) {
+        Status ws = disk.image->Extents(off, n, [&](uint64_t, uint64_t, bool data) {
           any_data = any_data || data;
         });
         if (ws.ok() && !any_data && !snap->AnyLateBlock(off, n)) {
@@ -927,7 +956,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   uint64_t journal_done = 0;
   const uint64_t bs = meta_.block_size;
   s = snap->FetchJournalBlocks([&](uint64_t b, const char* content) -> Status {
-    const uint64_t len = BlockLength(b);
+    const uint64_t len = disk.BlockLength(b);
     journal_done += len;
     if (!AllZero(content, len)) {  // else the hole left by the first pass
       Status w = WriteAll(fd, content, len, b * bs, tmp);
@@ -972,6 +1001,7 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
   }
   if (result) {
     result->point = snap->point();
+    result->disk = disk.name();
     result->bytes = size;
     result->data_bytes = data_bytes;
     result->changed_bytes = snap->changed_bytes();
@@ -987,9 +1017,9 @@ Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
 // 1. A checkpoint before-rollback-<time>: the state being left, so that the
 //    rollback can be undone like any other change.
 // 2. The marker (meta "rollback": target lsn, that checkpoint's id), synced.
-// 3. For every block changed since the target, the target content is
-//    written through the journal where it differs from the live disk
-//    (zeros as a trim), then a flush.
+// 3. For every block changed since the target, on every disk of the store,
+//    the target content is written through the journal where it differs
+//    from the live disk (zeros as a trim), then a flush.
 // 4. The marker is deleted, synced.
 // A crash after 2 leaves the marker: Open runs step 3 and 4 again.  Step 3
 // is idempotent (it writes the target content of the blocks that differ),
@@ -1069,28 +1099,46 @@ Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64
   PointInfo target;
   target.lsn = lsn;
   target.text = "lsn:" + std::to_string(lsn);
-  std::unique_ptr<SnapshotImpl> snap(new SnapshotImpl(this, target));
-  Status s = snap->Build();
-  if (!s.ok()) return s;
-  const std::vector<uint64_t> blocks = snap->ChangedBlocks();
-  const uint64_t bs = meta_.block_size;
+  // Every disk goes back: a snapshot of each at the target, and the blocks
+  // changed since on each.
+  std::vector<std::unique_ptr<SnapshotImpl>> snaps;
+  std::vector<std::vector<uint64_t>> blocks;
   uint64_t total = 0;
-  for (uint64_t b : blocks) total += BlockLength(b);
-  constexpr uint64_t kRunBytes = 1 << 20;
-  std::vector<char> want, have;
+  for (auto& d : disks_) {
+    snaps.emplace_back(new SnapshotImpl(this, *d, target));
+    Status s = snaps.back()->Build();
+    if (!s.ok()) return s;
+    blocks.push_back(snaps.back()->ChangedBlocks());
+    for (uint64_t b : blocks.back()) total += d->BlockLength(b);
+  }
   *examined = 0;
   *rewritten = 0;
+  for (size_t i = 0; i < disks_.size(); i++) {
+    Status s = RollbackDisk(*disks_[i], *snaps[i], blocks[i], progress, total, examined, rewritten);
+    if (!s.ok()) return s;
+  }
+  return Flush();
+}
+
+// Writes back the blocks of d that differ from the snapshot's, of those
+// listed (ascending), in runs of consecutive blocks of at most 1 MiB.
+Status StoreImpl::RollbackDisk(DiskImpl& d, SnapshotImpl& snap, const std::vector<uint64_t>& blocks,
+                               const ProgressFn& progress, uint64_t total, uint64_t* examined,
+                               uint64_t* rewritten) {
+  const uint64_t bs = meta_.block_size;
+  constexpr uint64_t kRunBytes = 1 << 20;
+  std::vector<char> want, have;
   size_t i = 0;
   while (i < blocks.size()) {
     // A run of consecutive changed blocks, at most kRunBytes.
     size_t j = i + 1;
     while (j < blocks.size() && blocks[j] == blocks[j - 1] + 1 && (j - i) * bs < kRunBytes) j++;
     const uint64_t off = blocks[i] * bs;
-    const uint64_t len = std::min<uint64_t>((j - i) * bs, meta_.size - off);
+    const uint64_t len = std::min<uint64_t>((j - i) * bs, d.size() - off);
     want.resize(len);
     have.resize(len);
-    s = snap->Read(off, static_cast<uint32_t>(len), want.data());
-    if (s.ok()) s = Read(off, static_cast<uint32_t>(len), have.data());
+    Status s = snap.Read(off, static_cast<uint32_t>(len), want.data());
+    if (s.ok()) s = ReadOn(d, off, static_cast<uint32_t>(len), have.data());
     if (!s.ok()) return s;
     // Write the blocks that differ, a differing stretch at a time.
     uint64_t pos = 0;
@@ -1114,8 +1162,8 @@ Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64
         while (q < end && AllZero(want.data() + q, std::min(bs, end - q)) == zero) {
           q += std::min(bs, end - q);
         }
-        s = zero ? Zero(off + p, q - p, false, /*trim=*/true)
-                 : Write(off + p, static_cast<uint32_t>(q - p), want.data() + p, false);
+        s = zero ? ZeroOn(d, off + p, q - p, false, /*trim=*/true)
+                 : WriteOn(d, off + p, static_cast<uint32_t>(q - p), want.data() + p, false);
         if (!s.ok()) return s;
         FaultPoint("rollback.after_write");
         p = q;
@@ -1130,7 +1178,7 @@ Status StoreImpl::ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64
     if (progress) (void)progress(std::min(*examined, total), total);
     i = j;
   }
-  return Flush();
+  return Status::Ok();
 }
 
 Status StoreImpl::Rollback(const PointInfo& point, const RollbackOptions& options,
@@ -1145,10 +1193,11 @@ Status StoreImpl::Rollback(const PointInfo& point, const RollbackOptions& option
   if (point.lsn < history_start_.load()) {
     return Status::NotFound("lsn:" + std::to_string(point.lsn) + " is older than the history kept");
   }
-  // The target must be readable before anything is changed: a marker whose
-  // target cannot be built would keep the store from opening.
-  {
-    SnapshotImpl probe(this, point);
+  // The target must be readable before anything is changed, on every
+  // disk: a marker whose target cannot be built would keep the store from
+  // opening.
+  for (auto& d : disks_) {
+    SnapshotImpl probe(this, *d, point);
     s = probe.Build();
     if (!s.ok()) return s;
   }

@@ -40,7 +40,8 @@ void AddRange(std::map<uint64_t, uint64_t>* set, uint64_t begin, uint64_t end) {
 // is a run of sectors of which each holds at least one differing byte,
 // clipped to what was written.
 
-Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) {
+Status StoreImpl::DiffOn(DiskImpl& d, const PointInfo& from, const PointInfo& to,
+                         DiffResult* out) {
   const uint64_t a = std::min(from.lsn, to.lsn);
   const uint64_t b = std::max(from.lsn, to.lsn);
   if (a < history_start_.load()) {
@@ -55,6 +56,7 @@ Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* o
   DiffResult r;
   r.from = from;
   r.to = to;
+  r.disk = d.name();
   std::map<uint64_t, uint64_t> written;
   if (b > a) {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
@@ -69,10 +71,16 @@ Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* o
       if (s.ok()) {
         s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
       }
-      if (s.ok() && h.offset + h.length > meta_.size) {
+      const DiskImpl* rd = s.ok() ? DiskOf(h.disk) : nullptr;
+      if (s.ok() && rd == nullptr) {
+        s = Status::Corruption("redo record " + std::to_string(lsn) + " names disk " +
+                               std::to_string(h.disk) + ", which the store does not have");
+      }
+      if (s.ok() && h.offset + h.length > rd->size()) {
         s = Status::Corruption("redo record " + std::to_string(lsn) + " lies beyond the disk");
       }
       if (!s.ok()) return s;
+      if (rd != &d) continue;  // another disk's
       if (h.length > 0) AddRange(&written, h.offset, h.offset + h.length);
       r.records++;
     }
@@ -83,8 +91,8 @@ Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* o
     PointInfo pa = from.lsn <= to.lsn ? from : to;
     PointInfo pb = from.lsn <= to.lsn ? to : from;
     std::unique_ptr<Snapshot> sa, sb;
-    Status s = OpenSnapshot(pa, &sa);
-    if (s.ok()) s = OpenSnapshot(pb, &sb);
+    Status s = OpenSnapshotOn(d, pa, &sa);
+    if (s.ok()) s = OpenSnapshotOn(d, pb, &sb);
     if (!s.ok()) return s;
     constexpr uint64_t kSector = 512;
     constexpr uint64_t kChunk = 1 << 20;
@@ -214,7 +222,12 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       last = lsn;
       records::RedoHeader h;
       s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
-      if (s.ok() && h.offset + h.length > meta_.size) {
+      const DiskImpl* rd = s.ok() ? DiskOf(h.disk) : nullptr;
+      if (s.ok() && rd == nullptr) {
+        s = Status::Corruption("redo record " + std::to_string(lsn) + " names disk " +
+                               std::to_string(h.disk) + ", which the store does not have");
+      }
+      if (s.ok() && h.offset + h.length > rd->size()) {
         s = Status::Corruption("redo record " + std::to_string(lsn) + " lies beyond the disk");
       }
       if (s.ok() && h.type == format::RedoType::kWrite) {
@@ -256,10 +269,16 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
       records::UndoHeader h;
       Status s = records::ParseUndoKey(key, &e, &disk, &b);
       if (s.ok()) s = records::DecodeUndo(key, std::string_view(it->value().data(), it->value().size()), &h);
-      const std::string what = "before-image of block " + std::to_string(b) + " in epoch " + std::to_string(e);
+      const DiskImpl* ud = DiskOf(disk);
+      const std::string what = "before-image of block " + std::to_string(b) +
+                               (ud ? ud->Of() : " of disk " + std::to_string(disk)) +
+                               " in epoch " + std::to_string(e);
       if (s.ok() && h.lsn > newest) continue;  // written since verify began
       r.undo_records++;
-      if (s.ok() && (b >= BlockCount() || h.length != BlockLength(b))) {
+      if (s.ok() && ud == nullptr) {
+        s = Status::Corruption(what + " names a disk the store does not have");
+      }
+      if (s.ok() && (b >= ud->BlockCount() || h.length != ud->BlockLength(b))) {
         s = Status::Corruption(what + " does not fit the disk");
       }
       if (s.ok()) {
@@ -284,15 +303,16 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
     if (!it->status().ok()) return FromRocks(it->status(), "read before-images");
   }
 
-  // 4. The live image against the newest writes: walking the redo journal
+  // 4. The live images against the newest writes: walking the redo journal
   // back from the newest record, a page whose newest record covers it whole
   // must hold that record's bytes.  Bounded to the newest kImageCheckRecords
   // records.  Pages written again while verify runs are checked again below.
   constexpr uint64_t kImageCheckRecords = 1 << 18;
   {
     const uint64_t ps = page_size_;
-    std::set<uint64_t> seen;
-    std::vector<uint64_t> bad_pages;
+    using Page = std::pair<uint32_t, uint64_t>;  // disk, page
+    std::set<Page> seen;
+    std::vector<Page> bad_pages;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
     std::vector<char> live(ps);
     uint64_t walked = 0;
@@ -304,30 +324,32 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
           lsn > newest ||
           !records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h)
                .ok() ||
-          h.length == 0 || h.offset + h.length > meta_.size) {
+          DiskOf(h.disk) == nullptr || h.length == 0 ||
+          h.offset + h.length > DiskOf(h.disk)->size()) {
         continue;  // reported above
       }
+      DiskImpl& d = *DiskOf(h.disk);
       const uint64_t first = h.offset / ps, end_page = (h.offset + h.length + ps - 1) / ps;
       bool have_payload = false;
       for (uint64_t p = first; p < end_page; p++) {
-        if (!seen.insert(p).second) continue;
-        const uint64_t pb = p * ps, pe = std::min(pb + ps, meta_.size);
+        if (!seen.insert(Page{h.disk, p}).second) continue;
+        const uint64_t pb = p * ps, pe = std::min(pb + ps, d.size());
         if (pb < h.offset || pe > h.offset + h.length) continue;  // partly written: older data
         if (h.type == format::RedoType::kWrite && !have_payload) {
           if (!ReadPayload(h.payload, h.length, "redo", &payload).ok()) {
             // Reported above; its pages' newest content is unknown.
-            for (uint64_t q = p; q < end_page; q++) seen.insert(q);
+            for (uint64_t q = p; q < end_page; q++) seen.insert(Page{h.disk, q});
             break;
           }
           have_payload = true;
         }
-        Status s = Read(pb, static_cast<uint32_t>(pe - pb), live.data());
+        Status s = ReadOn(d, pb, static_cast<uint32_t>(pe - pb), live.data());
         if (!s.ok()) return s;
         r.image_pages_checked++;
         const bool same = h.type == format::RedoType::kWrite
                               ? std::memcmp(live.data(), payload.data() + (pb - h.offset), pe - pb) == 0
                               : std::all_of(live.begin(), live.begin() + (pe - pb), [](char c) { return c == 0; });
-        if (!same) bad_pages.push_back(p);
+        if (!same) bad_pages.push_back(Page{h.disk, p});
       }
     }
     if (!it->status().ok()) return FromRocks(it->status(), "read the redo journal");
@@ -335,16 +357,18 @@ Status StoreImpl::Verify(const ProgressFn& progress, VerifyReport* out) {
     if (!bad_pages.empty()) {
       const uint64_t now = last_lsn_.load(std::memory_order_acquire);
       (void)WaitCommitted();
-      std::set<uint64_t> rewritten;
+      std::set<Page> rewritten;
       for (uint64_t lsn = newest + 1; lsn <= now; lsn++) {
         records::RedoHeader h;
         if (!GetRedo(lsn, &h).ok() || h.length == 0) continue;
-        for (uint64_t p = h.offset / ps; p <= (h.offset + h.length - 1) / ps; p++) rewritten.insert(p);
+        for (uint64_t p = h.offset / ps; p <= (h.offset + h.length - 1) / ps; p++) {
+          rewritten.insert(Page{h.disk, p});
+        }
       }
-      for (uint64_t p : bad_pages) {
+      for (const Page& p : bad_pages) {
         if (rewritten.count(p)) continue;
-        damage("the live image at offset " + std::to_string(p * ps) +
-               " does not hold the bytes of the newest write to it");
+        damage("the live image" + disks_[p.first]->Of() + " at offset " +
+               std::to_string(p.second * ps) + " does not hold the bytes of the newest write to it");
       }
     }
   }

@@ -34,6 +34,29 @@ bool ParseU64(const std::string& s, uint64_t* out) {
   return true;
 }
 
+// The disk lines of a version-3 file: disks=N, then disk.<i>.name, .size and
+// .image for i < N; the first disk's size and image are also size= and
+// image=.
+Status ReadDisks(const std::string& path, std::map<std::string, std::string>& kv, MetaFile* out) {
+  uint64_t n = 0;
+  if (!ParseU64(kv["disks"], &n) || n == 0) return Status::Corruption(path + " lacks a required field");
+  if (n > format::kMaxDisks) return Status::Corruption(path + " has a field out of range");
+  for (uint64_t i = 0; i < n; i++) {
+    const std::string prefix = "disk." + std::to_string(i) + ".";
+    MetaDisk d;
+    d.name = kv[prefix + "name"];
+    d.image = kv[prefix + "image"];
+    if (d.name.empty() || d.image.empty() || !ParseU64(kv[prefix + "size"], &d.size)) {
+      return Status::Corruption(path + " lacks a required field");
+    }
+    out->disks.push_back(std::move(d));
+  }
+  if (out->disks[0].size != out->size || out->disks[0].image != out->image) {
+    return Status::Corruption(path + " has disk fields that disagree with size= and image=");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string MetaFilePath(const std::string& dir) { return dir + "/" + format::kMetaFileName; }
@@ -85,7 +108,22 @@ Status ReadMetaFile(const std::string& dir, MetaFile* out) {
   out->created_ns = static_cast<int64_t>(created);
   out->image = kv["image"];
   out->uuid = kv["uuid"];
+  out->disks.clear();
+  if (out->format_version == format::kFormatVersionDisks) {
+    return ReadDisks(path, kv, out);
+  }
+  out->disks.push_back(MetaDisk{"", out->size, out->image});
   return Status::Ok();
+}
+
+std::string DisksText(const MetaFile& m) {
+  std::ostringstream o;
+  for (size_t i = 0; i < m.disks.size(); i++) {
+    o << "disk." << i << ".name=" << m.disks[i].name << "\n"
+      << "disk." << i << ".size=" << m.disks[i].size << "\n"
+      << "disk." << i << ".image=" << m.disks[i].image << "\n";
+  }
+  return o.str();
 }
 
 Status SyncDir(const std::string& dir) {
@@ -107,6 +145,9 @@ Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
     << "image=" << m.image << "\n"
     << "created_ns=" << m.created_ns << "\n"
     << "uuid=" << m.uuid << "\n";
+  if (m.format_version == format::kFormatVersionDisks) {
+    o << "disks=" << m.disks.size() << "\n" << DisksText(m);
+  }
   std::string text = o.str();
   text += "checksum=" + Hex64(XXH3_64bits(text.data(), text.size())) + "\n";
 

@@ -7,22 +7,37 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace rwd {
 
+// One disk of a store; its index in MetaFile::disks is its id in the journal.
+struct MetaDisk {
+  std::string name;   // "" for the one unnamed disk of a version-2 store
+  uint64_t size = 0;
+  std::string image;  // absolute path of its live image
+};
+
 struct MetaFile {
   uint32_t format_version = 0;
-  uint64_t size = 0;
+  uint64_t size = 0;  // the first disk's
   uint32_t block_size = 0;
-  std::string image;  // absolute path of the live image
+  std::string image;  // absolute path of the first disk's live image
   int64_t created_ns = 0;
   std::string uuid;
+  // Every disk, in order.  Version 2: one unnamed disk {"", size, image};
+  // version 3: the disk.<i>.* lines, of which the first repeats size and
+  // image.
+  std::vector<MetaDisk> disks;
 };
 
 std::string MetaFilePath(const std::string& dir);
 // NotFound when absent, Corruption when its checksum or syntax is bad.  The
 // format version is returned as found; the caller checks it.
 [[nodiscard]] Status ReadMetaFile(const std::string& dir, MetaFile* out);
+// The disk lines of a version-3 meta file ("disk.<i>.name=...\n" and so on
+// for every disk), also stored in the journal's meta column family.
+std::string DisksText(const MetaFile& m);
 // Atomically (temp file, fsync, rename, directory fsync).
 [[nodiscard]] Status WriteMetaFile(const std::string& dir, const MetaFile& m);
 // fsync of a directory.

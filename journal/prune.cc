@@ -139,7 +139,8 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
   for (const auto& c : r.dropped) dropped_ids.insert(c.id);
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), undo_cf_));
-    std::unordered_set<uint64_t> seen;  // blocks with a record since the last kept epoch
+    // Per disk: blocks with a record since the last kept epoch.
+    std::vector<std::unordered_set<uint64_t>> seen(disks_.size());
     uint64_t cur_epoch = UINT64_MAX;
     bool cur_dropped = false;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -161,9 +162,12 @@ Status StoreImpl::Prune(const PrunePolicy& policy, PruneResult* out) {
       if (e != cur_epoch) {
         cur_epoch = e;
         cur_dropped = dropped_ids.count(e) != 0;
-        if (!cur_dropped) seen.clear();  // a kept epoch starts a new span
+        if (!cur_dropped) {
+          for (auto& blocks : seen) blocks.clear();  // a kept epoch starts a new span
+        }
       }
-      const bool first = seen.insert(b).second;
+      if (disk >= seen.size()) continue;  // verify reports it
+      const bool first = seen[disk].insert(b).second;
       if (cur_dropped) {
         if (first) {
           counters[e] += bytes;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 namespace rwd {
 
@@ -104,14 +105,93 @@ void Overlay::RemoveIf(uint64_t page, uint64_t lsn) {
   }
 }
 
+// ---- DiskImpl ----
+
+DiskImpl::DiskImpl(StoreImpl* store, uint32_t index, const MetaDisk& meta, uint32_t block_size,
+                   uint32_t page_size)
+    : stamps((meta.size + block_size - 1) / block_size),
+      overlay(page_size),
+      store_(store),
+      index_(index),
+      name_(meta.name),
+      size_(meta.size),
+      image_path_(meta.image),
+      block_size_(block_size),
+      blocks_((meta.size + block_size - 1) / block_size) {}
+
+uint64_t DiskImpl::BlockLength(uint64_t block) const {
+  return std::min<uint64_t>(block_size_, size_ - block * block_size_);
+}
+
+Status DiskImpl::Read(uint64_t offset, uint32_t len, void* buf) {
+  return store_->ReadOn(*this, offset, len, buf);
+}
+Status DiskImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua) {
+  return store_->WriteOn(*this, offset, len, buf, fua);
+}
+Status DiskImpl::Zero(uint64_t offset, uint64_t len, bool fua, bool trim) {
+  return store_->ZeroOn(*this, offset, len, fua, trim);
+}
+Status DiskImpl::Flush() { return store_->Flush(); }
+Status DiskImpl::Extents(uint64_t offset, uint64_t len,
+                         const std::function<void(uint64_t, uint64_t, bool)>& fn) {
+  return store_->ExtentsOn(*this, offset, len, fn);
+}
+Status DiskImpl::OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) {
+  return store_->OpenSnapshotOn(*this, point, out);
+}
+Status DiskImpl::Restore(const PointInfo& point, const RestoreOptions& options,
+                         RestoreResult* out) {
+  return store_->RestoreOn(*this, point, options, out);
+}
+Status DiskImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) {
+  return store_->DiffOn(*this, from, to, out);
+}
+
 // ---- StoreImpl ----
 
 StoreImpl::StoreImpl(const StoreOptions& options, const MetaFile& meta)
-    : options_(options),
-      meta_(meta),
-      page_size_(std::min<uint32_t>(meta.block_size, 4096)),
-      stamps_((meta.size + meta.block_size - 1) / meta.block_size),
-      overlay_(std::min<uint32_t>(meta.block_size, 4096)) {}
+    : options_(options), meta_(meta), page_size_(std::min<uint32_t>(meta.block_size, 4096)) {
+  for (size_t i = 0; i < meta.disks.size(); i++) {
+    disks_.push_back(std::make_unique<DiskImpl>(this, static_cast<uint32_t>(i), meta.disks[i],
+                                                meta.block_size, page_size_));
+  }
+}
+
+// The store's own calls act on its first disk.
+Status StoreImpl::Read(uint64_t offset, uint32_t len, void* buf) {
+  return ReadOn(*disks_[0], offset, len, buf);
+}
+Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua) {
+  return WriteOn(*disks_[0], offset, len, buf, fua);
+}
+Status StoreImpl::Zero(uint64_t offset, uint64_t len, bool fua, bool trim) {
+  return ZeroOn(*disks_[0], offset, len, fua, trim);
+}
+Status StoreImpl::Extents(uint64_t offset, uint64_t len,
+                          const std::function<void(uint64_t, uint64_t, bool)>& fn) {
+  return ExtentsOn(*disks_[0], offset, len, fn);
+}
+Status StoreImpl::OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) {
+  return OpenSnapshotOn(*disks_[0], point, out);
+}
+Status StoreImpl::Restore(const PointInfo& point, const RestoreOptions& options,
+                          RestoreResult* out) {
+  return RestoreOn(*disks_[0], point, options, out);
+}
+Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) {
+  return DiffOn(*disks_[0], from, to, out);
+}
+
+Status StoreImpl::SyncImages(bool all) {
+  for (auto& d : disks_) {
+    if (!all && !d->image_dirty) continue;
+    Status s = d->image->Sync();
+    if (!s.ok()) return s;
+    d->image_dirty = false;
+  }
+  return Status::Ok();
+}
 
 StoreImpl::~StoreImpl() { (void)Close(); }
 
@@ -122,17 +202,18 @@ uint64_t StoreImpl::NowNs() const {
                                    .count());
 }
 
-Status StoreImpl::Read(uint64_t offset, uint32_t len, void* buf) {
-  if (offset > meta_.size || len > meta_.size - offset) {
+Status StoreImpl::ReadOn(DiskImpl& d, uint64_t offset, uint32_t len, void* buf) {
+  if (offset > d.size() || len > d.size() - offset) {
     return Status::InvalidArgument("read beyond the end of the disk");
   }
-  return ReadLogical(offset, len, static_cast<char*>(buf));
+  return ReadLogical(d, offset, len, static_cast<char*>(buf));
 }
 
 // The live disk's content: the overlay's pages where it has them, else the
 // image.  Image runs between overlay pages are read in one request each.
-Status StoreImpl::ReadLogical(uint64_t offset, uint64_t len, char* out) {
-  if (overlay_.Empty()) return image_->Read(offset, static_cast<uint32_t>(len), out);
+Status StoreImpl::ReadLogical(DiskImpl& d, uint64_t offset, uint64_t len, char* out) {
+  ImageFile& image = *d.image;
+  if (d.overlay.Empty()) return image.Read(offset, static_cast<uint32_t>(len), out);
   const uint64_t ps = page_size_;
   const uint64_t end = offset + len;
   uint64_t run_begin = offset;  // start of the pending image run
@@ -144,30 +225,30 @@ Status StoreImpl::ReadLogical(uint64_t offset, uint64_t len, char* out) {
     bool whole = pbegin == page * ps && pend == (page + 1) * ps;
     bool hit;
     if (whole) {
-      hit = overlay_.Read(page, dst);
+      hit = d.overlay.Read(page, dst);
     } else {
       if (!tmp) tmp.reset(new char[ps]);
-      hit = overlay_.Read(page, tmp.get());
+      hit = d.overlay.Read(page, tmp.get());
       if (hit) std::memcpy(dst, tmp.get() + (pbegin - page * ps), pend - pbegin);
     }
     if (hit) {
       if (run_begin < pbegin) {
-        Status s = image_->Read(run_begin, static_cast<uint32_t>(pbegin - run_begin),
-                                out + (run_begin - offset));
+        Status s = image.Read(run_begin, static_cast<uint32_t>(pbegin - run_begin),
+                              out + (run_begin - offset));
         if (!s.ok()) return s;
       }
       run_begin = pend;
     }
   }
   if (run_begin < end) {
-    return image_->Read(run_begin, static_cast<uint32_t>(end - run_begin), out + (run_begin - offset));
+    return image.Read(run_begin, static_cast<uint32_t>(end - run_begin), out + (run_begin - offset));
   }
   return Status::Ok();
 }
 
-Status StoreImpl::Extents(uint64_t offset, uint64_t len,
-                          const std::function<void(uint64_t, uint64_t, bool)>& fn) {
-  if (offset > meta_.size || len > meta_.size - offset) {
+Status StoreImpl::ExtentsOn(DiskImpl& d, uint64_t offset, uint64_t len,
+                            const std::function<void(uint64_t, uint64_t, bool)>& fn) {
+  if (offset > d.size() || len > d.size() - offset) {
     return Status::InvalidArgument("extents beyond the end of the disk");
   }
   // Let the image catch up with every write that returned before this call,
@@ -183,7 +264,7 @@ Status StoreImpl::Extents(uint64_t offset, uint64_t len,
     fn(offset, len, true);
     return Status::Ok();
   }
-  return image_->Extents(offset, len, fn);
+  return d.image->Extents(offset, len, fn);
 }
 
 bool AllZero(const char* p, size_t n) {
@@ -230,9 +311,10 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
   *out = StoreInfo{};
   (void)WaitCommitted();  // every acknowledged write counted
   out->dir = options_.dir;
-  out->image_path = meta_.image;
+  out->image_path = disks_[0]->image_path();
   out->format_version = meta_.format_version;
-  out->size = meta_.size;
+  out->size = disks_[0]->size();
+  for (const auto& d : disks_) out->disks.push_back(DiskInfo{d->name(), d->size(), d->image_path()});
   out->block_size = meta_.block_size;
   out->created_ns = meta_.created_ns;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
@@ -291,6 +373,20 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
       if (m->value().size() == 8) undo_total += records::GetLE64(m->value().data());
     }
   }
+  // Saved VM states (vmstate/, written by the vmstate module): the bytes of
+  // its files.  Best effort: a file removed while we walk is skipped.
+  {
+    std::error_code ec;
+    const std::filesystem::path vm = std::filesystem::path(options_.dir) / "vmstate";
+    for (auto it = std::filesystem::recursive_directory_iterator(vm, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      std::error_code fec;
+      if (it->is_regular_file(fec)) {
+        const uintmax_t n = it->file_size(fec);
+        if (!fec) out->vmstate_bytes += n;
+      }
+    }
+  }
   const uint64_t vlog_bytes = vlog_->Bytes();
   out->undo_bytes = undo_total;
   out->redo_bytes = space(redo_cf_) + (vlog_bytes > undo_total ? vlog_bytes - undo_total : 0);
@@ -322,8 +418,9 @@ Status StoreImpl::Close() {
     result = WaitApplied(seq);
   }
   StopThreads();
-  if (db_ && result.ok() && !refused_.load() && image_) {
-    result = image_->Sync();
+  const bool images_open = !disks_.empty() && disks_.back()->image != nullptr;
+  if (db_ && result.ok() && !refused_.load() && images_open) {
+    result = SyncImages(/*all=*/true);
     if (result.ok() && applied_lsn_.load() > persisted_applied_) {
       result = PersistApplied(applied_lsn_.load());
     }
@@ -339,7 +436,7 @@ Status StoreImpl::Close() {
     if (result.ok() && !refused_.load()) result = s;
     db_.reset();
   }
-  image_.reset();
+  for (auto& d : disks_) d->image.reset();
   if (result.ok() && refused_.load()) {
     std::lock_guard<std::mutex> l(state_mu_);
     result = Status::IOError("closed after refusing writes since " + refused_reason_);

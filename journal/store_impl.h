@@ -29,6 +29,11 @@
 //    exactly between writes; it starts a new epoch, and the per-block "saved
 //    in epoch" stamps make the next write of every block capture a
 //    before-image again.  O(1).
+//  * Disks.  A store holds one or several disks (DiskImpl), each with its
+//    own image, range lock, epoch stamps and overlay; they share the
+//    sequencer, the journal, the committer and the applier, so one LSN
+//    sequence and one list of checkpoints cover them all.  Every operation
+//    carries its disk's index, as its records do.
 #pragma once
 
 #include "format.h"
@@ -53,6 +58,8 @@
 #include <vector>
 
 namespace rwd {
+
+class SnapshotImpl;
 
 // A RocksDB status as a rewind Status, prefixed with what was being done.
 Status FromRocks(const rocksdb::Status& s, const std::string& what);
@@ -121,6 +128,55 @@ class Overlay {
   std::atomic<uint64_t> count_{0};
 };
 
+class StoreImpl;
+
+// One disk of a store: the public handle (Disk), whose calls go to the
+// StoreImpl with this disk, and the disk's own live state.  The image is
+// set by StoreImpl::Init and released by Close; the rest lives as long as
+// the store.
+class DiskImpl final : public Disk {
+ public:
+  DiskImpl(StoreImpl* store, uint32_t index, const MetaDisk& meta, uint32_t block_size,
+           uint32_t page_size);
+
+  uint32_t index() const override { return index_; }
+  const std::string& name() const override { return name_; }
+  uint64_t size() const override { return size_; }
+  Status Read(uint64_t offset, uint32_t len, void* buf) override;
+  Status Write(uint64_t offset, uint32_t len, const void* buf, bool fua) override;
+  Status Zero(uint64_t offset, uint64_t len, bool fua, bool trim) override;
+  Status Flush() override;
+  Status Extents(uint64_t offset, uint64_t len,
+                 const std::function<void(uint64_t, uint64_t, bool)>& fn) override;
+  Status OpenSnapshot(const PointInfo& point, std::unique_ptr<Snapshot>* out) override;
+  Status Restore(const PointInfo& point, const RestoreOptions& options,
+                 RestoreResult* out) override;
+  Status Diff(const PointInfo& from, const PointInfo& to, DiffResult* out) override;
+
+  const std::string& image_path() const { return image_path_; }
+  uint64_t BlockCount() const { return blocks_; }
+  // The length of a recovery block: block_size, short for the last one.
+  uint64_t BlockLength(uint64_t block) const;
+  // How messages name the disk after what they say: "" for an unnamed
+  // disk, else " of disk NAME".
+  std::string Of() const { return name_.empty() ? "" : " of disk " + name_; }
+
+  std::unique_ptr<ImageFile> image;
+  RangeLock range_lock;
+  EpochStamps stamps;
+  Overlay overlay;
+  bool image_dirty = false;  // applier thread only: written since its last sync
+
+ private:
+  StoreImpl* const store_;
+  const uint32_t index_;
+  const std::string name_;
+  const uint64_t size_;
+  const std::string image_path_;
+  const uint32_t block_size_;
+  const uint64_t blocks_;
+};
+
 // A before-image on its way into the journal.
 struct UndoEntry {
   uint64_t block = 0;
@@ -133,6 +189,7 @@ struct UndoEntry {
 // visible to reads) and waiting for the committer to journal it.
 struct JournalOp {
   enum class Kind { kWrite, kZero, kTrim, kCheckpoint } kind = Kind::kWrite;
+  uint32_t disk = 0;   // the disk's index (not for kCheckpoint: it covers all)
   uint64_t seq = 0;    // order of sequencing; durability is tracked by it
   uint64_t lsn = 0;    // kCheckpoint: the LSN it covers (no LSN of its own)
   uint64_t epoch = 0;  // the epoch the operation belongs to
@@ -157,6 +214,7 @@ using OpKind = JournalOp::Kind;
 
 // An operation the applier must carry into the image, in LSN order.
 struct ApplyOp {
+  uint32_t disk = 0;
   uint64_t lsn = 0;
   uint64_t seq = 0;
   OpKind kind = OpKind::kWrite;
@@ -175,9 +233,11 @@ class StoreImpl final : public Store {
   // Opens RocksDB, runs recovery and starts the background threads.
   [[nodiscard]] Status Init(bool created);
 
-  uint64_t size() const override { return meta_.size; }
+  uint64_t size() const override { return disks_[0]->size(); }
   uint32_t block_size() const override { return meta_.block_size; }
   const std::string& dir() const override { return options_.dir; }
+  size_t disk_count() const override { return disks_.size(); }
+  Disk* disk(size_t i) override { return i < disks_.size() ? disks_[i].get() : nullptr; }
 
   Status Read(uint64_t offset, uint32_t len, void* buf) override;
   Status Write(uint64_t offset, uint32_t len, const void* buf, bool fua) override;
@@ -202,10 +262,22 @@ class StoreImpl final : public Store {
   Status Prune(const PrunePolicy& policy, PruneResult* out) override;
   Status Close() override;
 
+  // The calls of a disk (Store's own act on the first disk).
+  Status ReadOn(DiskImpl& d, uint64_t offset, uint32_t len, void* buf);
+  Status WriteOn(DiskImpl& d, uint64_t offset, uint32_t len, const void* buf, bool fua);
+  Status ZeroOn(DiskImpl& d, uint64_t offset, uint64_t len, bool fua, bool trim);
+  Status ExtentsOn(DiskImpl& d, uint64_t offset, uint64_t len,
+                   const std::function<void(uint64_t, uint64_t, bool)>& fn);
+  Status OpenSnapshotOn(DiskImpl& d, const PointInfo& point, std::unique_ptr<Snapshot>* out);
+  Status RestoreOn(DiskImpl& d, const PointInfo& point, const RestoreOptions& options,
+                   RestoreResult* out);
+  Status DiffOn(DiskImpl& d, const PointInfo& from, const PointInfo& to, DiffResult* out);
+
  private:
   // store_open.cc
   Status OpenDb(bool created);
   Status CheckDbMeta(bool created);
+  Status OpenImages(bool created);
   Status Recover();
   Status LoadState();
 
@@ -218,10 +290,13 @@ class StoreImpl final : public Store {
   Status ReadPayload(const records::PayloadRef& ref, uint64_t length, const std::string& what,
                      std::string* out);
   // history.cc (rollback)
-  // Writes the old content of every block changed since lsn; the caller
-  // holds rollback_mu_.  examined/rewritten: bytes.
+  // Writes the old content of every block changed since lsn, on every
+  // disk; the caller holds rollback_mu_.  examined/rewritten: bytes.
   Status ApplyRollback(uint64_t lsn, const ProgressFn& progress, uint64_t* examined,
                        uint64_t* rewritten);
+  Status RollbackDisk(DiskImpl& d, SnapshotImpl& snap, const std::vector<uint64_t>& blocks,
+                      const ProgressFn& progress, uint64_t total, uint64_t* examined,
+                      uint64_t* rewritten);
   // The rollback marker in the meta family, written and deleted with a
   // synced WAL write (payload log synced first).
   Status PutRollbackMarker(uint64_t lsn, uint64_t checkpoint_id);
@@ -236,17 +311,18 @@ class StoreImpl final : public Store {
 
   // store_write.cc
   Status CheckWritable() const;
-  Status ReadLogical(uint64_t offset, uint64_t len, char* out);
-  // Reads the content of every block in [first, last] not yet saved in
-  // epoch (the caller holds the range lock of the pages it writes).
-  Status ReadBefore(uint64_t first, uint64_t last, uint64_t epoch,
+  Status ReadLogical(DiskImpl& d, uint64_t offset, uint64_t len, char* out);
+  // Reads the content of every block of d in [first, last] not yet saved
+  // in epoch (the caller holds the range lock of the pages it writes).
+  Status ReadBefore(DiskImpl& d, uint64_t first, uint64_t last, uint64_t epoch,
                     std::map<uint64_t, std::string>* out);
   // Gives op its seq, LSN and epoch, keeps the before-images of the blocks
-  // it is the first to overwrite in the epoch, makes a write visible to
-  // reads and queues op for the committer.  Returns op's seq.
-  Status Sequence(JournalOp&& op, std::map<uint64_t, std::string>* before, uint64_t read_epoch,
-                  uint64_t* seq, CheckpointInfo* cp_out = nullptr);
-  Status ZeroChunk(uint64_t offset, uint64_t len, bool trim);
+  // of d it is the first to overwrite in the epoch, makes a write visible
+  // to reads and queues op for the committer.  Returns op's seq.  d is null
+  // for a checkpoint.
+  Status Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::string>* before,
+                  uint64_t read_epoch, uint64_t* seq, CheckpointInfo* cp_out = nullptr);
+  Status ZeroChunk(DiskImpl& d, uint64_t offset, uint64_t len, bool trim);
   Status WaitDurable(uint64_t seq);
   Status WaitApplied(uint64_t seq);
   // Waits until everything sequenced so far is in RocksDB (not synced).
@@ -267,13 +343,19 @@ class StoreImpl final : public Store {
   void StopThreads();
 
   uint64_t NowNs() const;
-  uint64_t BlockCount() const { return (meta_.size + meta_.block_size - 1) / meta_.block_size; }
-  uint64_t BlockLength(uint64_t block) const;
+  // The disk a record names, or null when the store has no such disk.
+  DiskImpl* DiskOf(uint32_t index) const {
+    return index < disks_.size() ? disks_[index].get() : nullptr;
+  }
+  // Syncs the image of every disk written since its last sync
+  // (image_dirty), or of every disk when all is true.
+  Status SyncImages(bool all);
 
   const StoreOptions options_;
   const MetaFile meta_;
   const uint32_t page_size_;
-  std::unique_ptr<ImageFile> image_;
+  // Every disk, in order: disks_[i] has index i.  Fixed at construction.
+  std::vector<std::unique_ptr<DiskImpl>> disks_;
   std::unique_ptr<rocksdb::Env> env_;  // wraps options_.fs when given
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<Vlog> vlog_;  // payloads; synced before the WAL
@@ -282,10 +364,6 @@ class StoreImpl final : public Store {
   rocksdb::ColumnFamilyHandle* redo_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* undo_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* cp_cf_ = nullptr;
-
-  RangeLock range_lock_;
-  EpochStamps stamps_;
-  Overlay overlay_;
 
   // The sequencer: everything that orders operations happens under seq_mu_
   // (LSNs, seqs, epochs and stamps, overlay publication, the queue).

@@ -15,8 +15,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <random>
+#include <set>
 
 namespace rwd {
 
@@ -52,42 +55,146 @@ std::string NewUuid() {
 
 std::string CreatingMarker(const std::string& dir) { return dir + "/rewind.creating"; }
 
-Status CheckNewStore(const StoreOptions& o, uint64_t* size) {
+// The disks the options describe: the named ones, or one unnamed disk
+// from size= and image=.  Paths as given; size 0 when not given.
+std::vector<DiskSpec> SpecsOf(const StoreOptions& o) {
+  if (!o.disks.empty()) return o.disks;
+  return {DiskSpec{"", o.size, o.image}};
+}
+
+std::string DiskImagePath(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / format::kDisksDirName / (name + format::kDiskImageSuffix)).string();
+}
+
+// Names, count and form of the disks given, on their own.
+Status CheckDiskSpecs(const StoreOptions& o) {
+  if (o.disks.empty()) return Status::Ok();
+  if (o.size != 0 || !o.image.empty()) {
+    return Status::InvalidArgument(
+        "a store with named disks takes each disk's size and image with its name "
+        "(size=NAME:SIZE, image=NAME:FILE), not a plain size= or image=");
+  }
+  if (o.disks.size() > format::kMaxDisks) {
+    return Status::InvalidArgument(std::to_string(o.disks.size()) + " disks are more than a store holds (" +
+                                   std::to_string(format::kMaxDisks) + ")");
+  }
+  std::set<std::string> names;
+  for (const DiskSpec& d : o.disks) {
+    Status s = ValidateDiskName(d.name);
+    if (!s.ok()) return s;
+    if (!names.insert(d.name).second) {
+      return Status::InvalidArgument("disk '" + d.name + "' is given twice");
+    }
+  }
+  return Status::Ok();
+}
+
+// A new store's disks: the size of each (from the options or its adopted
+// image) into specs.
+Status CheckNewStore(const StoreOptions& o, std::vector<DiskSpec>* specs) {
   if (!o.create_if_missing) return Status::NotFound(o.dir + " is not a rewind store");
   if (o.dir.find('\n') != std::string::npos) {
     return Status::InvalidArgument("dir= path contains a newline");
   }
+  *specs = SpecsOf(o);
   // Files of a store's names without its rewind.meta are only ever removed
   // when our own creation marker says a creation of ours left them.
   std::error_code ec;
   bool leftovers = fs::exists(fs::path(o.dir) / format::kJournalDirName, ec) ||
                    fs::exists(fs::path(o.dir) / format::kVlogDirName, ec) ||
-                   (o.image.empty() && fs::exists(fs::path(o.dir) / format::kImageFileName, ec));
+                   fs::exists(fs::path(o.dir) / format::kDisksDirName, ec) ||
+                   (o.disks.empty() && o.image.empty() &&
+                    fs::exists(fs::path(o.dir) / format::kImageFileName, ec));
   if (leftovers && !fs::exists(CreatingMarker(o.dir), ec)) {
-    return Status::InvalidArgument(o.dir + " holds a journal/, vlog/ or image.raw but no " +
+    return Status::InvalidArgument(o.dir + " holds a journal/, vlog/, disks/ or image.raw but no " +
                                    format::kMetaFileName +
                                    ": it is not a rewind store, and rewind will not overwrite it");
   }
-  if (!o.image.empty()) {
-    struct stat st;
-    if (stat(o.image.c_str(), &st) != 0) {
-      return Status::FromErrno(errno, "image=" + o.image);
+  // The file (device, inode) -> disk: two spellings of one file (a symbolic
+  // or hard link) are one image, and two disks on one file would mix their
+  // writes and their history.
+  std::map<std::pair<dev_t, ino_t>, std::string> adopted;
+  for (DiskSpec& d : *specs) {
+    const std::string what = d.name.empty() ? "" : d.name + ":";
+    if (!d.image.empty()) {
+      struct stat st;
+      if (stat(d.image.c_str(), &st) != 0) {
+        return Status::FromErrno(errno, "image=" + what + d.image);
+      }
+      if (!S_ISREG(st.st_mode)) {
+        return Status::InvalidArgument("image=" + what + d.image + " is not a regular file");
+      }
+      if (d.image.find('\n') != std::string::npos) {
+        return Status::InvalidArgument("image= path contains a newline");
+      }
+      uint64_t isz = static_cast<uint64_t>(st.st_size);
+      if (d.size != 0 && d.size != isz) {
+        return Status::InvalidArgument("size=" + what + std::to_string(d.size) +
+                                       " does not match image " + d.image + " (" +
+                                       std::to_string(isz) + " bytes)");
+      }
+      d.size = isz;
+      auto [it, fresh] = adopted.emplace(std::make_pair(st.st_dev, st.st_ino), d.name);
+      if (!fresh) {
+        return Status::InvalidArgument("disks '" + it->second + "' and '" + d.name +
+                                       "' adopt the same image file " + d.image +
+                                       " (the same file, through a link or another path)");
+      }
     }
-    if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("image=" + o.image + " is not a regular file");
-    if (o.image.find('\n') != std::string::npos) {
-      return Status::InvalidArgument("image= path contains a newline");
+    if (d.size == 0) {
+      if (d.name.empty()) {
+        return Status::InvalidArgument(o.dir + " holds no rewind store yet: give size= to create one");
+      }
+      return Status::InvalidArgument(o.dir + " holds no rewind store yet: disk '" + d.name +
+                                     "' needs a size (size=" + d.name + ":SIZE) or an image (image=" +
+                                     d.name + ":FILE) to create it");
     }
-    uint64_t isz = static_cast<uint64_t>(st.st_size);
-    if (o.size != 0 && o.size != isz) {
-      return Status::InvalidArgument("size=" + std::to_string(o.size) + " does not match image " +
-                                     o.image + " (" + std::to_string(isz) + " bytes)");
-    }
-    *size = isz;
-  } else {
-    *size = o.size;
   }
-  if (*size == 0) {
-    return Status::InvalidArgument(o.dir + " holds no rewind store yet: give size= to create one");
+  return Status::Ok();
+}
+
+std::string Names(const std::vector<MetaDisk>& disks) {
+  std::string out;
+  for (const MetaDisk& d : disks) out += (out.empty() ? "" : ", ") + d.name;
+  return out;
+}
+
+// The disks given for an existing store against its own.
+Status CheckExistingDisks(const StoreOptions& o, const MetaFile& m) {
+  if (o.disks.empty()) return Status::Ok();
+  if (m.format_version != format::kFormatVersionDisks) {
+    return Status::InvalidArgument("the store " + o.dir +
+                                   " was made without disk names: it has one unnamed disk; "
+                                   "give no disk=");
+  }
+  for (size_t i = 0; i < o.disks.size(); i++) {
+    const DiskSpec& d = o.disks[i];
+    auto it = std::find_if(m.disks.begin(), m.disks.end(),
+                           [&](const MetaDisk& md) { return md.name == d.name; });
+    if (it == m.disks.end()) {
+      return Status::InvalidArgument("the store " + o.dir + " has no disk '" + d.name +
+                                     "' (its disks: " + Names(m.disks) +
+                                     "); disks cannot be added to an existing store");
+    }
+    if (static_cast<size_t>(it - m.disks.begin()) != i) {
+      return Status::InvalidArgument("disk= gives the disks of the store " + o.dir +
+                                     " in another order than theirs (" + Names(m.disks) + ")");
+    }
+    if (d.size != 0 && d.size != it->size) {
+      return Status::InvalidArgument("size=" + d.name + ":" + std::to_string(d.size) +
+                                     " does not match disk '" + d.name + "' of the store " + o.dir +
+                                     " (" + std::to_string(it->size) + " bytes)");
+    }
+    if (!d.image.empty() && fs::absolute(d.image).lexically_normal().string() != it->image) {
+      return Status::InvalidArgument("image=" + d.name + ":" + d.image + " is not the image of disk '" +
+                                     d.name + "' of the store " + o.dir + " (" + it->image + ")");
+    }
+  }
+  if (o.disks.size() < m.disks.size()) {
+    return Status::InvalidArgument("the store " + o.dir + " also has disk '" +
+                                   m.disks[o.disks.size()].name +
+                                   "': give every disk= of the store, in its order (" +
+                                   Names(m.disks) + "), or none");
   }
   return Status::Ok();
 }
@@ -104,17 +211,21 @@ Status Store::Check(const StoreOptions& o) {
     Status s = ValidateBlockSize(o.block_size);
     if (!s.ok()) return s;
   }
+  Status s = CheckDiskSpecs(o);
+  if (!s.ok()) return s;
   MetaFile m;
-  Status s = ReadMetaFile(o.dir, &m);
+  s = ReadMetaFile(o.dir, &m);
   if (s.code() == Status::Code::kNotFound) {
-    uint64_t size = 0;
-    return CheckNewStore(o, &size);
+    std::vector<DiskSpec> specs;
+    return CheckNewStore(o, &specs);
   }
   if (!s.ok()) return s;
-  if (m.format_version != format::kFormatVersion) {
+  if (m.format_version != format::kFormatVersion &&
+      m.format_version != format::kFormatVersionDisks) {
     return Status::NotSupported("store " + o.dir + " has format version " +
-                                std::to_string(m.format_version) + "; this rewind reads version " +
-                                std::to_string(format::kFormatVersion));
+                                std::to_string(m.format_version) + "; this rewind reads versions " +
+                                std::to_string(format::kFormatVersion) + " and " +
+                                std::to_string(format::kFormatVersionDisks));
   }
   if (o.size != 0 && o.size != m.size) {
     return Status::InvalidArgument("size=" + std::to_string(o.size) + " does not match the store " +
@@ -129,7 +240,7 @@ Status Store::Check(const StoreOptions& o) {
     return Status::InvalidArgument("image=" + o.image + " is not the image of the store " + o.dir +
                                    " (" + m.image + ")");
   }
-  return Status::Ok();
+  return CheckExistingDisks(o, m);
 }
 
 Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
@@ -143,14 +254,20 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
     std::error_code ec;
     fs::create_directories(options.dir, ec);
     if (ec) return Status::IOError("create " + options.dir + ": " + ec.message());
-    s = CheckNewStore(options, &meta.size);
+    std::vector<DiskSpec> specs;
+    s = CheckNewStore(options, &specs);
     if (!s.ok()) return s;
     // A creation of ours that crashed before its meta file left no store:
     // start over.  CheckNewStore refused anything else.
     if (fs::exists(CreatingMarker(options.dir), ec)) {
       fs::remove_all(fs::path(options.dir) / format::kJournalDirName, ec);
       fs::remove_all(fs::path(options.dir) / format::kVlogDirName, ec);
-      if (options.image.empty()) fs::remove(fs::path(options.dir) / format::kImageFileName, ec);
+      for (const DiskSpec& d : specs) {
+        if (!d.image.empty()) continue;
+        fs::remove(d.name.empty() ? fs::path(options.dir) / format::kImageFileName
+                                  : fs::path(DiskImagePath(options.dir, d.name)),
+                   ec);
+      }
     } else {
       int fd = open(CreatingMarker(options.dir).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd < 0) return Status::FromErrno(errno, "create " + CreatingMarker(options.dir));
@@ -158,11 +275,17 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
       s = SyncDir(options.dir);
       if (!s.ok()) return s;
     }
-    meta.format_version = format::kFormatVersion;
+    meta.format_version =
+        options.disks.empty() ? format::kFormatVersion : format::kFormatVersionDisks;
     meta.block_size = options.block_size ? options.block_size : kDefaultBlockSize;
-    meta.image = options.image.empty()
-                     ? fs::absolute(fs::path(options.dir) / format::kImageFileName).lexically_normal().string()
-                     : fs::absolute(options.image).lexically_normal().string();
+    for (const DiskSpec& d : specs) {
+      const fs::path own = d.name.empty() ? fs::path(options.dir) / format::kImageFileName
+                                          : fs::path(DiskImagePath(options.dir, d.name));
+      const fs::path image = d.image.empty() ? own : fs::path(d.image);
+      meta.disks.push_back(MetaDisk{d.name, d.size, fs::absolute(image).lexically_normal().string()});
+    }
+    meta.size = meta.disks[0].size;
+    meta.image = meta.disks[0].image;
     meta.created_ns = options.clock ? options.clock()
                                     : std::chrono::duration_cast<std::chrono::nanoseconds>(
                                           std::chrono::system_clock::now().time_since_epoch()).count();
@@ -254,6 +377,9 @@ Status StoreImpl::CheckDbMeta(bool created) {
     b.Put(meta_cf_, format::kMetaImage, meta_.image);
     b.Put(meta_cf_, format::kMetaCreated, std::to_string(meta_.created_ns));
     b.Put(meta_cf_, format::kMetaUuid, meta_.uuid);
+    if (meta_.format_version == format::kFormatVersionDisks) {
+      b.Put(meta_cf_, format::kMetaDisks, DisksText(meta_));
+    }
     rocksdb::WriteOptions wo;
     wo.sync = true;
     return FromRocks(db_->Write(wo, &b), "write store metadata");
@@ -277,6 +403,9 @@ Status StoreImpl::CheckDbMeta(bool created) {
     Status s = expect(k, v);
     if (!s.ok()) return s;
   }
+  if (meta_.format_version == format::kFormatVersionDisks) {
+    return expect(format::kMetaDisks, DisksText(meta_));
+  }
   return Status::Ok();
 }
 
@@ -291,23 +420,8 @@ Status StoreImpl::Init(bool created) {
   }
   s = Vlog::Open(options_.fs, options_.dir, options_.vlog_segment_bytes, &vlog_);
   if (!s.ok()) return s;
-  auto factory = options_.image_factory ? options_.image_factory : DefaultImageFileFactory();
-  bool own_image = options_.image.empty();
-  if (!created && !factory->Exists(meta_.image)) {
-    return Status::NotFound("the live image " + meta_.image + " of store " + options_.dir +
-                            " is missing");
-  }
-  s = factory->Open(meta_.image, created && own_image, created && own_image ? meta_.size : 0,
-                    &image_);
+  s = OpenImages(created);
   if (!s.ok()) return s;
-  if (created && own_image) {
-    s = image_->Sync();  // its size must be durable before rewind.meta exists
-    if (!s.ok()) return s;
-  }
-  if (image_->Size() != meta_.size) {
-    return Status::Corruption("image " + meta_.image + " is " + std::to_string(image_->Size()) +
-                              " bytes but the store says " + std::to_string(meta_.size));
-  }
   s = Recover();
   if (!s.ok()) return s;
   s = LoadState();
@@ -322,6 +436,47 @@ Status StoreImpl::Init(bool created) {
     ApplierLoop();
   });
   return ResumeRollback();
+}
+
+// Opens the live image of every disk; a new store's own images are made
+// (DIR/image.raw, or DIR/disks/NAME.raw), sparse and synced, with their
+// directory entries synced before rewind.meta can exist.
+Status StoreImpl::OpenImages(bool created) {
+  auto factory = options_.image_factory ? options_.image_factory : DefaultImageFileFactory();
+  const std::vector<DiskSpec> specs = SpecsOf(options_);
+  bool own_named = false;
+  for (size_t i = 0; i < disks_.size(); i++) {
+    const bool own = created && i < specs.size() && specs[i].image.empty();
+    own_named = own_named || (own && !disks_[i]->name().empty());
+  }
+  const std::string disks_dir = (fs::path(options_.dir) / format::kDisksDirName).string();
+  if (own_named) {
+    std::error_code ec;
+    fs::create_directories(disks_dir, ec);
+    if (ec) return Status::IOError("create " + disks_dir + ": " + ec.message());
+    Status s = SyncDir(options_.dir);
+    if (!s.ok()) return s;
+  }
+  for (size_t i = 0; i < disks_.size(); i++) {
+    DiskImpl& d = *disks_[i];
+    const bool own = created && i < specs.size() && specs[i].image.empty();
+    if (!created && !factory->Exists(d.image_path())) {
+      return Status::NotFound("the live image " + d.image_path() + d.Of() + " of store " +
+                              options_.dir + " is missing");
+    }
+    Status s = factory->Open(d.image_path(), own, own ? d.size() : 0, &d.image);
+    if (!s.ok()) return s;
+    if (own) {
+      s = d.image->Sync();  // its size must be durable before rewind.meta exists
+      if (!s.ok()) return s;
+    }
+    if (d.image->Size() != d.size()) {
+      return Status::Corruption("image " + d.image_path() + " is " +
+                                std::to_string(d.image->Size()) + " bytes but the store says " +
+                                std::to_string(d.size()));
+    }
+  }
+  return own_named ? SyncDir(disks_dir) : Status::Ok();
 }
 
 // Brings the image in line with the journal: replays every redo record
@@ -403,7 +558,12 @@ Status StoreImpl::Recover() {
       records::RedoHeader h;
       s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
       if (!s.ok()) return Status::Corruption(damaged + s.message());
-      if (h.offset + h.length > meta_.size) {
+      DiskImpl* d = DiskOf(h.disk);
+      if (d == nullptr) {
+        return Status::Corruption(damaged + "redo record " + std::to_string(lsn) + " names disk " +
+                                  std::to_string(h.disk) + ", which the store does not have");
+      }
+      if (h.offset + h.length > d->size()) {
         return Status::Corruption(damaged + "redo record " + std::to_string(lsn) +
                                   " lies beyond the disk");
       }
@@ -416,10 +576,11 @@ Status StoreImpl::Recover() {
         if (!s.ok()) return s;
       }
       FaultPoint("recovery.replay");
+      d->image_dirty = true;
       if (h.type == format::RedoType::kWrite) {
-        s = image_->WriteV({IoVec{h.offset, payload.data(), static_cast<uint32_t>(h.length)}});
+        s = d->image->WriteV({IoVec{h.offset, payload.data(), static_cast<uint32_t>(h.length)}});
       } else {
-        s = image_->Zero(h.offset, h.length, h.type == format::RedoType::kTrim);
+        s = d->image->Zero(h.offset, h.length, h.type == format::RedoType::kTrim);
       }
       if (!s.ok()) return s;
       last = lsn;
@@ -459,7 +620,7 @@ Status StoreImpl::Recover() {
     return Status::Ok();
   }
   FaultPoint("recovery.before_sync");
-  Status s = image_->Sync();
+  Status s = SyncImages(/*all=*/false);
   if (!s.ok()) return s;
   FaultPoint("recovery.after_sync");
   return PersistApplied(last);
@@ -523,7 +684,8 @@ Status StoreImpl::LoadState() {
     Status s = records::ParseUndoKey(std::string_view(it->key().data(), it->key().size()), &e,
                                      &disk, &block);
     if (!s.ok()) return s;
-    if (block < BlockCount()) stamps_.Set(block, static_cast<uint32_t>(epoch + 1));
+    DiskImpl* d = DiskOf(disk);
+    if (d != nullptr && block < d->BlockCount()) d->stamps.Set(block, static_cast<uint32_t>(epoch + 1));
   }
   return FromRocks(it->status(), "read undo journal");
 }

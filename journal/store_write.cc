@@ -54,14 +54,9 @@ void StoreImpl::Refuse(const Status& why) {
   state_cv_.notify_all();
 }
 
-uint64_t StoreImpl::BlockLength(uint64_t block) const {
-  uint64_t begin = block * meta_.block_size;
-  return std::min<uint64_t>(meta_.block_size, meta_.size - begin);
-}
-
-Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua) {
+Status StoreImpl::WriteOn(DiskImpl& d, uint64_t offset, uint32_t len, const void* buf, bool fua) {
   if (len == 0) return Status::Ok();
-  if (offset > meta_.size || len > meta_.size - offset) {
+  if (offset > d.size() || len > d.size() - offset) {
     return Status::InvalidArgument("write beyond the end of the disk");
   }
   if (len > format::kMaxWriteBytes) {
@@ -74,6 +69,7 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   const uint64_t ps = page_size_;
   JournalOp op;
   op.kind = OpKind::kWrite;
+  op.disk = d.index();
   op.offset = offset;
   op.length = len;
   op.fua = fua;
@@ -93,29 +89,29 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
       if (!*done) pending->fetch_sub(bytes);
     }
   } give_back{&pending_bytes_, room, &sequenced};
-  RangeGuard guard(&range_lock_, op.first_page * ps, end_page * ps);
+  RangeGuard guard(&d.range_lock, op.first_page * ps, end_page * ps);
 
   op.pages = std::shared_ptr<char>(new char[op.npages * ps], std::default_delete<char[]>());
   char* pages = op.pages.get();
   op.head = static_cast<uint32_t>(offset - op.first_page * ps);
   if (op.head != 0) {
-    s = ReadLogical(op.first_page * ps, ps, pages);
+    s = ReadLogical(d, op.first_page * ps, ps, pages);
     if (!s.ok()) return s;
   }
   if ((offset + len) % ps != 0 && (op.npages > 1 || op.head == 0)) {
-    s = ReadLogical((end_page - 1) * ps, ps, pages + (op.npages - 1) * ps);
+    s = ReadLogical(d, (end_page - 1) * ps, ps, pages + (op.npages - 1) * ps);
     if (!s.ok()) return s;
   }
   std::memcpy(pages + op.head, buf, len);
 
   const uint64_t read_epoch = epoch_.load(std::memory_order_acquire);
   std::map<uint64_t, std::string> before;
-  s = ReadBefore(offset / meta_.block_size, (offset + len - 1) / meta_.block_size, read_epoch,
+  s = ReadBefore(d, offset / meta_.block_size, (offset + len - 1) / meta_.block_size, read_epoch,
                  &before);
   if (!s.ok()) return s;
   FaultPoint("write.before_commit");
   uint64_t seq = 0;
-  s = Sequence(std::move(op), &before, read_epoch, &seq);
+  s = Sequence(std::move(op), &d, &before, read_epoch, &seq);
   if (!s.ok()) return s;
   sequenced = true;
   FaultPoint("write.before_ack");
@@ -126,25 +122,25 @@ Status StoreImpl::Write(uint64_t offset, uint32_t len, const void* buf, bool fua
   return Status::Ok();
 }
 
-Status StoreImpl::ReadBefore(uint64_t first, uint64_t last, uint64_t epoch,
+Status StoreImpl::ReadBefore(DiskImpl& d, uint64_t first, uint64_t last, uint64_t epoch,
                              std::map<uint64_t, std::string>* out) {
   const uint32_t stamp = static_cast<uint32_t>(epoch + 1);
   uint64_t b = first;
   while (b <= last) {
-    if (stamps_.Get(b) == stamp) {
+    if (d.stamps.Get(b) == stamp) {
       b++;
       continue;
     }
     uint64_t e = b;  // read a run of unsaved blocks at once
-    while (e + 1 <= last && stamps_.Get(e + 1) != stamp) e++;
+    while (e + 1 <= last && d.stamps.Get(e + 1) != stamp) e++;
     uint64_t begin = b * meta_.block_size;
-    uint64_t end = std::min<uint64_t>((e + 1) * meta_.block_size, meta_.size);
+    uint64_t end = std::min<uint64_t>((e + 1) * meta_.block_size, d.size());
     std::string run(end - begin, '\0');
-    Status s = ReadLogical(begin, end - begin, run.data());
+    Status s = ReadLogical(d, begin, end - begin, run.data());
     if (!s.ok()) return s;
     for (uint64_t k = b; k <= e; k++) {
       uint64_t off = (k - b) * meta_.block_size;
-      out->emplace(k, run.substr(off, BlockLength(k)));
+      out->emplace(k, run.substr(off, d.BlockLength(k)));
     }
     b = e + 1;
   }
@@ -159,7 +155,7 @@ Status StoreImpl::ReadBefore(uint64_t first, uint64_t last, uint64_t epoch,
 // meanwhile would have set the stamp.  If a checkpoint came between, the
 // blocks are read again here, under seq_mu_, where nothing can be sequenced
 // and every sequenced write is visible through the overlay.
-Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* before,
+Status StoreImpl::Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::string>* before,
                            uint64_t read_epoch, uint64_t* seq, CheckpointInfo* cp_out) {
   const uint64_t ps = page_size_;
   std::unique_lock<std::mutex> l(seq_mu_);
@@ -209,15 +205,15 @@ Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* befo
     const uint64_t first = op.offset / meta_.block_size;
     const uint64_t last = (op.offset + op.length - 1) / meta_.block_size;
     for (uint64_t b = first; b <= last; b++) {
-      if (stamps_.Get(b) == stamp) continue;
+      if (d->stamps.Get(b) == stamp) continue;
       UndoEntry u;
       u.block = b;
       auto it = before->find(b);
       if (read_epoch == epoch && it != before->end()) {
         u.content = std::move(it->second);
       } else {
-        u.content.resize(BlockLength(b));
-        Status s = ReadLogical(b * meta_.block_size, u.content.size(), u.content.data());
+        u.content.resize(d->BlockLength(b));
+        Status s = ReadLogical(*d, b * meta_.block_size, u.content.size(), u.content.data());
         if (!s.ok()) {
           // Stamps of earlier blocks are set already: refusing keeps every
           // stamp truthful.
@@ -232,11 +228,11 @@ Status StoreImpl::Sequence(JournalOp&& op, std::map<uint64_t, std::string>* befo
                                                               : format::UndoKind::kData;
       if (u.h.kind == format::UndoKind::kZeros) u.content.clear();
       op.undo.push_back(std::move(u));
-      stamps_.Set(b, stamp);
+      d->stamps.Set(b, stamp);
     }
     if (op.kind == OpKind::kWrite) {
       for (uint64_t p = 0; p < op.npages; p++) {
-        overlay_.Put(op.first_page + p, op.lsn,
+        d->overlay.Put(op.first_page + p, op.lsn,
                      std::shared_ptr<const char>(op.pages, op.pages.get() + p * ps));
       }
     }
@@ -332,17 +328,17 @@ Status StoreImpl::Flush() {
   return WaitDurable(seq);
 }
 
-Status StoreImpl::Zero(uint64_t offset, uint64_t len, bool fua, bool trim) {
+Status StoreImpl::ZeroOn(DiskImpl& d, uint64_t offset, uint64_t len, bool fua, bool trim) {
   (void)fua;  // a zero or trim returns only once it is durable and applied
   if (len == 0) return Status::Ok();
-  if (offset > meta_.size || len > meta_.size - offset) {
+  if (offset > d.size() || len > d.size() - offset) {
     return Status::InvalidArgument("zero beyond the end of the disk");
   }
   // Chunks end on block boundaries so that each holds its blocks' before-images.
   uint64_t chunk = std::max<uint64_t>(kZeroChunkBytes, meta_.block_size);
   while (len > 0) {
     uint64_t end = std::min(offset + len, (offset / chunk + 1) * chunk);
-    Status s = ZeroChunk(offset, end - offset, trim);
+    Status s = ZeroChunk(d, offset, end - offset, trim);
     if (!s.ok()) return s;
     len -= end - offset;
     offset = end;
@@ -350,22 +346,23 @@ Status StoreImpl::Zero(uint64_t offset, uint64_t len, bool fua, bool trim) {
   return Status::Ok();
 }
 
-Status StoreImpl::ZeroChunk(uint64_t offset, uint64_t len, bool trim) {
+Status StoreImpl::ZeroChunk(DiskImpl& d, uint64_t offset, uint64_t len, bool trim) {
   Status s = CheckWritable();
   if (!s.ok()) return s;
   const uint64_t ps = page_size_;
-  RangeGuard guard(&range_lock_, offset / ps * ps, (offset + len + ps - 1) / ps * ps);
+  RangeGuard guard(&d.range_lock, offset / ps * ps, (offset + len + ps - 1) / ps * ps);
   JournalOp op;
   op.kind = trim ? OpKind::kTrim : OpKind::kZero;
+  op.disk = d.index();
   op.offset = offset;
   op.length = len;
   const uint64_t read_epoch = epoch_.load(std::memory_order_acquire);
   std::map<uint64_t, std::string> before;
-  s = ReadBefore(offset / meta_.block_size, (offset + len - 1) / meta_.block_size, read_epoch,
+  s = ReadBefore(d, offset / meta_.block_size, (offset + len - 1) / meta_.block_size, read_epoch,
                  &before);
   if (!s.ok()) return s;
   uint64_t seq = 0;
-  s = Sequence(std::move(op), &before, read_epoch, &seq);
+  s = Sequence(std::move(op), &d, &before, read_epoch, &seq);
   if (!s.ok()) return s;
   // The applier zeroes the image after every earlier write to the range; we
   // hold the range until then so that no later write can overtake it.
@@ -402,7 +399,7 @@ Status StoreImpl::Checkpoint(const CheckpointOptions& options, CheckpointInfo* o
   op.pending = options.pending;
   CheckpointInfo info;
   uint64_t seq = 0;
-  s = Sequence(std::move(op), nullptr, 0, &seq, &info);
+  s = Sequence(std::move(op), nullptr, nullptr, 0, &seq, &info);
   if (!s.ok()) return s;
   FaultPoint("checkpoint.before_commit");
   s = WaitDurable(seq);

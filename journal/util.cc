@@ -39,28 +39,47 @@ Status ParseSize(const std::string& text, uint64_t* out) {
   return Status::Ok();
 }
 
-Status ValidateCheckpointName(const std::string& name) {
-  if (name.empty()) return Status::InvalidArgument("checkpoint name is empty");
+namespace {
+
+// The rules shared by checkpoint and disk names; what is "checkpoint" or
+// "disk" in messages.
+Status ValidateName(const char* what, const std::string& name) {
+  const std::string kind = what;
+  if (name.empty()) return Status::InvalidArgument(kind + " name is empty");
   if (name.size() > 128) {
-    return Status::InvalidArgument("checkpoint name is longer than 128 characters");
+    return Status::InvalidArgument(kind + " name is longer than 128 characters");
   }
   for (char c : name) {
     if (c == '/' || c == '\\') {
-      return Status::InvalidArgument("checkpoint name '" + name + "' contains a path separator");
+      return Status::InvalidArgument(kind + " name '" + name + "' contains a path separator");
     }
   }
   for (char c : name) {
     bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ||
               c == '+';
     if (!ok) {
-      return Status::InvalidArgument("checkpoint name '" + name +
+      return Status::InvalidArgument(kind + " name '" + name +
                                      "' may only hold letters, digits and . _ + -");
     }
   }
   if (name[0] == '.' || name[0] == '-') {
-    return Status::InvalidArgument("checkpoint name '" + name + "' must not start with '.' or '-'");
+    return Status::InvalidArgument(kind + " name '" + name + "' must not start with '.' or '-'");
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status ValidateCheckpointName(const std::string& name) { return ValidateName("checkpoint", name); }
+
+Status ValidateDiskName(const std::string& name) { return ValidateName("disk", name); }
+
+Disk* Store::FindDisk(const std::string& name) {
+  for (size_t i = 0; i < disk_count(); i++) {
+    Disk* d = disk(i);
+    if (d != nullptr && d->name() == name) return d;
+  }
+  return nullptr;
 }
 
 Status ValidateBlockSize(uint64_t bs) {

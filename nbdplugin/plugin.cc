@@ -7,6 +7,12 @@
 // Everything about journaling, durability and recovery lives behind
 // rwd::Store (journal/), and the control protocol in rewind_control.
 //
+// Disks: a store holds one unnamed disk, or the named disks of one VM
+// (disk=NAME, repeatable, with size=NAME:SIZE and image=NAME:FILE).  Each
+// disk is an export: "DISK" the live disk, "DISK@POINT" read-only; "" and
+// "@POINT" are the first disk (for a store of one unnamed disk, its only
+// one).  A connection's Handle holds its disk.
+//
 // Lifetime:
 //   config / config_complete   parse and check the parameters (Store::Check)
 //                              without opening the journal, so bad input
@@ -53,8 +59,11 @@ using rwd::control::ControlServer;
 
 // Set by config, fixed once config_complete has returned.
 rwd::StoreOptions g_options;
-bool g_size_set = false;
 bool g_block_size_set = false;
+// size= and image= as given, read by config_complete once every disk= is
+// known (they may come before it): SIZE or NAME:SIZE, FILE or NAME:FILE.
+std::vector<std::string> g_sizes;
+std::vector<std::string> g_images;
 // Opened in after_fork, closed in cleanup.  Read-only in between.
 std::unique_ptr<Store> g_store;
 std::unique_ptr<ControlServer> g_control;
@@ -62,10 +71,11 @@ std::unique_ptr<ControlServer> g_control;
 // Largest request a client may send (the NBD block-size maximum).
 constexpr uint32_t kMaxRequest = 32u << 20;
 
-// One NBD connection: the live disk (snap null), or a time-travel export
-// ("@NAME", "@lsn:N", "@time:..."), a read-only view of the disk at a point.
+// One NBD connection: a live disk (snap null), or a time-travel export
+// ("DISK@NAME", "@lsn:N", "DISK@time:..."), a read-only view of a disk at a
+// point.
 struct Handle {
-  Store* store;
+  rwd::Disk* disk;
   std::unique_ptr<rwd::Snapshot> snap;
   bool writer = false;  // counted in g_live_writers
 };
@@ -84,7 +94,8 @@ Status RunExclusive(const std::function<Status()>& fn, bool allow_idle_writers) 
     if (g_live_writers > 0 && !allow_idle_writers) {
       return Status::Busy(std::to_string(g_live_writers) +
                           (g_live_writers == 1 ? " client has" : " clients have") +
-                          " the live disk open for writing; disconnect " +
+                          (g_store && g_store->disk_count() > 1 ? " a live disk" : " the live disk") +
+                          " open for writing; disconnect " +
                           (g_live_writers == 1 ? "it" : "them") + " (or stop the VM) first");
     }
     g_exclusive = true;
@@ -98,7 +109,7 @@ Status RunExclusive(const std::function<Status()>& fn, bool allow_idle_writers) 
   return fn();
 }
 
-Store* StoreOf(void* handle) { return static_cast<Handle*>(handle)->store; }
+rwd::Disk* DiskOf(void* handle) { return static_cast<Handle*>(handle)->disk; }
 rwd::Snapshot* SnapOf(void* handle) { return static_cast<Handle*>(handle)->snap.get(); }
 
 int Fail(const Status& s) {
@@ -169,12 +180,116 @@ int SetSize(const char* key, const char* value, bool* seen, uint64_t* out) {
   return 0;
 }
 
+int AddDisk(const char* value) {
+  Status s = rwd::ValidateDiskName(value);
+  if (!s.ok()) return FailSetup(s.WithPrefix("disk=" + std::string(value)));
+  g_options.disks.push_back(rwd::DiskSpec{value, 0, ""});
+  return 0;
+}
+
+// ---- size= and image= against the disks ----
+
+std::string DiskNames() {
+  std::string out;
+  for (const rwd::DiskSpec& d : g_options.disks) out += (out.empty() ? "" : ", ") + d.name;
+  return out;
+}
+
+rwd::DiskSpec* FindSpec(const std::string& name) {
+  for (rwd::DiskSpec& d : g_options.disks) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+// Which disk a size= or image= value is for, and the rest of the value.
+// With no disk= it is the one unnamed disk's (null).  NAME:VALUE names a
+// disk when NAME is one; a plain value goes to the only disk when there is
+// one.  A NAME that looks like a disk name but is none is an error (a typo
+// must not become a file name).
+Status Target(const char* key, const std::string& value, rwd::DiskSpec** disk,
+              std::string* rest) {
+  *disk = nullptr;
+  *rest = value;
+  if (g_options.disks.empty()) return Status::Ok();
+  const size_t colon = value.find(':');
+  if (colon != std::string::npos) {
+    const std::string name = value.substr(0, colon);
+    if (rwd::DiskSpec* d = FindSpec(name)) {
+      *disk = d;
+      *rest = value.substr(colon + 1);
+      return Status::Ok();
+    }
+    if (rwd::ValidateDiskName(name).ok()) {
+      return Status::InvalidArgument(std::string(key) + "=" + value + " names disk '" + name +
+                                     "', which no disk= gives (disks: " + DiskNames() + ")");
+    }
+  }
+  if (g_options.disks.size() == 1) {
+    *disk = &g_options.disks[0];
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(std::string(key) + "=" + value + ": with several disks give " +
+                                 key + "=NAME:" + (std::string(key) == "size" ? "SIZE" : "FILE") +
+                                 " (disks: " + DiskNames() + ")");
+}
+
+// Puts every size= and image= where it belongs; called by config_complete.
+int ApplySizesAndImages() {
+  std::vector<std::string> sized, imaged;  // disks given one already
+  for (const std::string& v : g_sizes) {
+    rwd::DiskSpec* d = nullptr;
+    std::string text;
+    if (Status s = Target("size", v, &d, &text); !s.ok()) return FailSetup(s);
+    const std::string who = d ? d->name : "";
+    if (std::find(sized.begin(), sized.end(), who) != sized.end()) {
+      if (d == nullptr) return FailSetup(Status::InvalidArgument("size= given more than once"));
+      return FailSetup(Status::InvalidArgument("size= of disk '" + who + "' given more than once"));
+    }
+    sized.push_back(who);
+    uint64_t bytes = 0;
+    Status s = rwd::ParseSize(text, &bytes);
+    if (!s.ok()) return FailSetup(s);
+    if (bytes == 0) return FailSetup(Status::InvalidArgument("size=" + v + ": must be greater than zero"));
+    (d ? d->size : g_options.size) = bytes;
+  }
+  for (const std::string& v : g_images) {
+    rwd::DiskSpec* d = nullptr;
+    std::string path;
+    if (Status s = Target("image", v, &d, &path); !s.ok()) return FailSetup(s);
+    const std::string who = d ? d->name : "";
+    if (std::find(imaged.begin(), imaged.end(), who) != imaged.end()) {
+      if (d == nullptr) return FailSetup(Status::InvalidArgument("image= given more than once"));
+      return FailSetup(Status::InvalidArgument("image= of disk '" + who + "' given more than once"));
+    }
+    imaged.push_back(who);
+    if (path.empty()) return FailSetup(Status::InvalidArgument("image=" + v + " is empty"));
+    // Absolute, because nbdkit may change directory when it daemonizes.
+    char* abs = nbdkit_absolute_path(path.c_str());
+    if (abs == nullptr) return -1;
+    (d ? d->image : g_options.image) = abs;
+    free(abs);
+  }
+  return 0;
+}
+
 int rewind_config(const char* key, const char* value) {
   return Guard("config", [&] {
     std::string k = key;
     if (k == "dir") return SetPath(key, value, &g_options.dir);
-    if (k == "image") return SetPath(key, value, &g_options.image);
-    if (k == "size") return SetSize(key, value, &g_size_set, &g_options.size);
+    if (k == "disk") return AddDisk(value);
+    if (k == "image") {
+      if (*value == '\0') {
+        nbdkit_error("rewind: image= is empty");
+        return -1;
+      }
+      g_images.push_back(value);
+      return 0;
+    }
+    if (k == "size") {
+      g_sizes.push_back(value);
+      return 0;
+    }
     if (k == "block-size") {
       uint64_t bs = 0;
       if (SetSize(key, value, &g_block_size_set, &bs) == -1) return -1;
@@ -193,6 +308,7 @@ int rewind_config_complete() {
       nbdkit_error("rewind: dir= is required: the store directory (see: nbdkit rewind --help)");
       return -1;
     }
+    if (ApplySizesAndImages() == -1) return -1;
     g_options.create_if_missing = true;
     Status s = Store::Check(g_options);
     return s.ok() ? 0 : FailSetup(s);
@@ -206,6 +322,10 @@ constexpr const char kConfigHelp[] =
     "                   is new; for an existing store it must match.\n"
     "image=<FILE>       Adopt an existing raw image as the live disk of a new store;\n"
     "                   its content is the first point of history.\n"
+    "disk=<NAME>        (repeatable) A store of several disks of one VM, on one\n"
+    "                   timeline: each disk= names one, in order; then\n"
+    "                   size=NAME:SIZE and image=NAME:FILE per disk.  Each disk is\n"
+    "                   an export: NAME (live) and NAME@POINT (read-only).\n"
     "block-size=<N>     Granularity of recovery blocks: a power of two from 512 to\n"
     "                   1M (default 4096).  Fixed when the store is created.\n"
     "While running, the plugin answers the rewind CLI on DIR/control.sock.";
@@ -254,26 +374,64 @@ void rewind_cleanup() {
 
 // ---- Exports and connections -----------------------------------------------
 
-// The live disk, then one read-only export per checkpoint, oldest first.
-// (Any lsn: or time: point is served too, but they are too many to list.)
+// Whether the store's disks have names (disk=): then exports are named
+// after them.  A store of one unnamed disk keeps "" and "@POINT".
+bool NamedDisks() { return g_store && !g_store->disk(0)->name().empty(); }
+
+// A store of one unnamed disk: the live disk, then one read-only export per
+// checkpoint, oldest first.  Named disks: per disk, its live export, then
+// one per checkpoint.  (Any lsn: or time: point is served too, but they are
+// too many to list.)
 int rewind_list_exports(int /*readonly*/, int /*is_tls*/, nbdkit_exports* exports) {
   return Guard("list_exports", [&] {
-    std::string description = "live disk of " + g_options.dir;
-    if (nbdkit_add_export(exports, "", description.c_str()) == -1) return -1;
-    if (!g_store) return 0;
+    if (!g_store) {
+      std::string description = "live disk of " + g_options.dir;
+      return nbdkit_add_export(exports, "", description.c_str());
+    }
     std::vector<rwd::CheckpointInfo> cps;
     if (Status s = g_store->ListCheckpoints(&cps); !s.ok()) return Fail(s);
-    for (const rwd::CheckpointInfo& cp : cps) {
-      std::string name = "@" + cp.name;
-      std::string desc = "checkpoint " + cp.name + " (lsn " + std::to_string(cp.lsn) +
-                         "), read-only";
-      if (nbdkit_add_export(exports, name.c_str(), desc.c_str()) == -1) return -1;
+    for (size_t i = 0; i < g_store->disk_count(); i++) {
+      const std::string& disk = g_store->disk(i)->name();
+      std::string description =
+          disk.empty() ? "live disk of " + g_options.dir : "live disk " + disk + " of " + g_options.dir;
+      if (nbdkit_add_export(exports, disk.c_str(), description.c_str()) == -1) return -1;
+      for (const rwd::CheckpointInfo& cp : cps) {
+        std::string name = disk + "@" + cp.name;
+        std::string desc = (disk.empty() ? "" : disk + " at ") + "checkpoint " + cp.name +
+                           " (lsn " + std::to_string(cp.lsn) + "), read-only";
+        if (nbdkit_add_export(exports, name.c_str(), desc.c_str()) == -1) return -1;
+      }
     }
     return 0;
   });
 }
 
-const char* rewind_default_export(int /*readonly*/, int /*is_tls*/) { return ""; }
+// "" is the first disk: for named disks, its name.
+const char* rewind_default_export(int /*readonly*/, int /*is_tls*/) {
+  return NamedDisks() ? g_store->disk(0)->name().c_str() : "";
+}
+
+// The disk an export name's DISK part names ("" is the first disk), or null
+// after reporting the error.
+rwd::Disk* ExportDisk(const std::string& export_name, const std::string& disk) {
+  if (disk.empty()) return g_store->disk(0);
+  if (rwd::Disk* d = g_store->FindDisk(disk)) return d;
+  if (!NamedDisks()) {
+    nbdkit_error("unknown export '%s': this store has one disk, exported as \"\" (live) and "
+                 "\"@POINT\" (read-only, POINT a checkpoint name, lsn:N or time:...)",
+                 export_name.c_str());
+  } else {
+    std::string names;
+    for (size_t i = 0; i < g_store->disk_count(); i++) {
+      names += (names.empty() ? "" : ", ") + g_store->disk(i)->name();
+    }
+    nbdkit_error("unknown export '%s': this store's disks are %s, exported as DISK (live) and "
+                 "DISK@POINT (read-only, POINT a checkpoint name, lsn:N or time:...)",
+                 export_name.c_str(), names.c_str());
+  }
+  nbdkit_set_error(ENOENT);
+  return nullptr;
+}
 
 void* rewind_open(int readonly) {
   void* handle = nullptr;
@@ -285,9 +443,13 @@ void* rewind_open(int readonly) {
       nbdkit_set_error(EIO);
       return -1;
     }
+    // "DISK", "DISK@POINT", "" or "@POINT" (the first disk).
     const std::string export_name = name;
-    if (export_name.empty()) {
-      auto h = std::make_unique<Handle>(Handle{g_store.get(), nullptr, false});
+    const size_t at = export_name.find('@');
+    rwd::Disk* disk = ExportDisk(export_name, export_name.substr(0, at));
+    if (disk == nullptr) return -1;
+    if (at == std::string::npos) {
+      auto h = std::make_unique<Handle>(Handle{disk, nullptr, false});
       if (!readonly) {
         std::lock_guard<std::mutex> l(g_writers_mu);
         if (g_exclusive) {
@@ -301,18 +463,10 @@ void* rewind_open(int readonly) {
       handle = h.release();
       return 0;
     }
-    const size_t at = export_name.find('@');
-    if (at == std::string::npos || at != 0) {
-      nbdkit_error("unknown export '%s': this store has one disk, exported as \"\" (live) and "
-                   "\"@POINT\" (read-only, POINT a checkpoint name, lsn:N or time:...)",
-                   name);
-      nbdkit_set_error(ENOENT);
-      return -1;
-    }
     rwd::PointInfo point;
     Status s = g_store->ResolvePoint(export_name.substr(at + 1), &point);
     std::unique_ptr<rwd::Snapshot> snap;
-    if (s.ok()) s = g_store->OpenSnapshot(point, &snap);
+    if (s.ok()) s = disk->OpenSnapshot(point, &snap);
     if (!s.ok()) {
       nbdkit_error("export '%s': %s", name, s.message().c_str());
       nbdkit_set_error(s.code() == Status::Code::kNotFound ? ENOENT : s.ToErrno());
@@ -321,7 +475,7 @@ void* rewind_open(int readonly) {
     nbdkit_debug("export '%s': the disk at lsn %llu, %llu bytes from the journal", name,
                  static_cast<unsigned long long>(point.lsn),
                  static_cast<unsigned long long>(snap->changed_bytes()));
-    handle = new Handle{g_store.get(), std::move(snap), false};
+    handle = new Handle{disk, std::move(snap), false};
     return 0;
   });
   return handle;
@@ -339,13 +493,14 @@ void rewind_close(void* handle) {
 // ---- Properties ------------------------------------------------------------
 
 int64_t rewind_get_size(void* handle) {
-  return Guard("get_size", [&] { return static_cast<int64_t>(StoreOf(handle)->size()); });
+  return Guard("get_size", [&] { return static_cast<int64_t>(DiskOf(handle)->size()); });
 }
 
 int rewind_block_size(void* handle, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
   return Guard("block_size", [&] {
     *minimum = 1;
-    *preferred = std::max<uint32_t>(4096, StoreOf(handle)->block_size());
+    (void)handle;
+    *preferred = std::max<uint32_t>(4096, g_store->block_size());
     *maximum = kMaxRequest;
     return 0;
   });
@@ -369,7 +524,7 @@ int rewind_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint3
   if (count == 0) return 0;
   return Guard("pread", [&] {
     if (rwd::Snapshot* snap = SnapOf(handle)) return FailStatus(snap->Read(offset, count, buf));
-    return FailStatus(StoreOf(handle)->Read(offset, count, buf));
+    return FailStatus(DiskOf(handle)->Read(offset, count, buf));
   });
 }
 
@@ -377,19 +532,19 @@ int rewind_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
   return Guard("pwrite",
-               [&] { return FailStatus(StoreOf(handle)->Write(offset, count, buf, fua)); });
+               [&] { return FailStatus(DiskOf(handle)->Write(offset, count, buf, fua)); });
 }
 
 int rewind_flush(void* handle, uint32_t /*flags*/) {
   if (SnapOf(handle)) return 0;  // a read-only view has nothing to flush
-  return Guard("flush", [&] { return FailStatus(StoreOf(handle)->Flush()); });
+  return Guard("flush", [&] { return FailStatus(DiskOf(handle)->Flush()); });
 }
 
 int rewind_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
   return Guard(
-      "trim", [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, /*trim=*/true)); });
+      "trim", [&] { return FailStatus(DiskOf(handle)->Zero(offset, count, fua, /*trim=*/true)); });
 }
 
 int rewind_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
@@ -401,7 +556,7 @@ int rewind_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   if (count == 0) return 0;
   bool fua = (flags & NBDKIT_FLAG_FUA) != 0;
   bool trim = (flags & NBDKIT_FLAG_MAY_TRIM) != 0;
-  return Guard("zero", [&] { return FailStatus(StoreOf(handle)->Zero(offset, count, fua, trim)); });
+  return Guard("zero", [&] { return FailStatus(DiskOf(handle)->Zero(offset, count, fua, trim)); });
 }
 
 int rewind_extents(void* handle, uint32_t count, uint64_t offset, uint32_t /*flags*/,
@@ -409,7 +564,7 @@ int rewind_extents(void* handle, uint32_t count, uint64_t offset, uint32_t /*fla
   return Guard("extents", [&] {
     bool add_failed = false;
     Status s =
-        StoreOf(handle)->Extents(offset, count, [&](uint64_t off, uint64_t len, bool is_data) {
+        DiskOf(handle)->Extents(offset, count, [&](uint64_t off, uint64_t len, bool is_data) {
           if (add_failed) return;
           uint32_t type = is_data ? 0 : (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
           if (nbdkit_add_extent(extents, off, len, type) == -1) add_failed = true;

@@ -67,6 +67,11 @@ json ToJson(const StoreInfo& info, bool online) {
          {"writes_refused", info.writes_refused},
          {"refused_reason", info.refused_reason},
          {"online", online}};
+  json disks = json::array();
+  for (const DiskInfo& d : info.disks) {
+    disks.push_back(json{{"name", d.name}, {"size", d.size}, {"image", d.image_path}});
+  }
+  j["disks"] = std::move(disks);
   // An empty journal has no timestamps (oldest_lsn is 0 then).
   if (info.oldest_lsn != 0) {
     j["oldest_time"] = FormatTime(info.oldest_time_ns);
@@ -193,6 +198,20 @@ Status FromJson(const json& j, StoreInfo* out) {
   r.Bool("writes_refused", &info.writes_refused);
   r.String("refused_reason", &info.refused_reason);
   if (!r.status().ok()) return r.status();
+  if (auto disks = j.find("disks"); disks != j.end()) {
+    if (!disks->is_array()) return Status::InvalidArgument("store info member 'disks' is not an array");
+    for (const json& e : *disks) {
+      DiskInfo d;
+      MemberReader dr(e, "disk");
+      dr.String("name", &d.name);
+      dr.Unsigned("size", &d.size);
+      dr.String("image", &d.image_path);
+      if (!dr.status().ok()) return dr.status();
+      info.disks.push_back(std::move(d));
+    }
+  } else {  // a server that knows one disk
+    info.disks.push_back(DiskInfo{"", info.size, info.image_path});
+  }
   *out = std::move(info);
   return Status::Ok();
 }
@@ -208,6 +227,7 @@ json ToJson(const PointInfo& point) {
 
 json ToJson(const RestoreResult& result, const std::string& output) {
   json j{{"point", ToJson(result.point)}};
+  if (!result.disk.empty()) j["disk"] = result.disk;
   if (!output.empty()) j["output"] = output;
   j["bytes"] = result.bytes;
   j["data_bytes"] = result.data_bytes;
@@ -235,6 +255,7 @@ Status FromJson(const json& j, RestoreResult* out) {
   if (point == j.end()) return Status::InvalidArgument("restore result member 'point' is missing");
   if (Status s = FromJson(*point, &res.point); !s.ok()) return s;
   MemberReader r(j, "restore result");
+  r.String("disk", &res.disk, /*required=*/false);
   r.Unsigned("bytes", &res.bytes);
   r.Unsigned("data_bytes", &res.data_bytes);
   r.Unsigned("changed_bytes", &res.changed_bytes);
@@ -309,11 +330,13 @@ json ToJson(const DiffResult& result) {
   for (const DiffRange& r : result.ranges) {
     ranges.push_back(json{{"offset", r.offset}, {"length", r.length}});
   }
-  return json{{"from", ToJson(result.from)},
-              {"to", ToJson(result.to)},
-              {"ranges", std::move(ranges)},
-              {"bytes", result.bytes},
-              {"records", result.records}};
+  json j{{"from", ToJson(result.from)},
+         {"to", ToJson(result.to)},
+         {"ranges", std::move(ranges)},
+         {"bytes", result.bytes},
+         {"records", result.records}};
+  if (!result.disk.empty()) j["disk"] = result.disk;
+  return j;
 }
 
 json ToJson(const VerifyReport& report) {
@@ -377,6 +400,7 @@ Status FromJson(const json& j, DiffResult* out) {
   }
   if (!s.ok()) return s;
   MemberReader r(j, kWhat);
+  r.String("disk", &res.disk, /*required=*/false);
   r.Unsigned("bytes", &res.bytes);
   r.Unsigned("records", &res.records);
   if (!r.status().ok()) return r.status();
@@ -503,9 +527,21 @@ std::optional<Error> OptionalCount(const json& j, Op op, const char* key, T* out
   return std::nullopt;
 }
 
+// An optional string member: absent or null leaves *out empty.
+std::optional<Error> OptionalString(const json& j, Op op, const char* key, std::string* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) {
+    return BadRequest(fmt::format("{} member '{}' is not a string", OpName(op), key));
+  }
+  *out = it->get<std::string>();
+  return std::nullopt;
+}
+
 // The members of a restore request.  A relative output is refused: the
 // server's working directory means nothing to the client.
 std::optional<Error> ParseRestore(const json& j, Request* out) {
+  if (auto e = OptionalString(j, Op::kRestore, "disk", &out->disk)) return e;
   if (auto e = RequiredString(j, Op::kRestore, "to", " (the POINT)", &out->to)) return e;
   if (auto e = RequiredString(j, Op::kRestore, "output", "", &out->output)) return e;
   if (out->output.empty() || out->output.front() != '/') {
@@ -559,6 +595,7 @@ std::optional<Error> ParseArguments(const json& j, Request* out) {
       if (auto e = OptionalBool(j, out->op, "quiesced", &out->quiesced)) return e;
       return RequiredString(j, out->op, "to", " (the POINT)", &out->to);
     case Op::kDiff:
+      if (auto e = OptionalString(j, out->op, "disk", &out->disk)) return e;
       if (auto e = RequiredString(j, out->op, "from", " (a POINT)", &out->from)) return e;
       return RequiredString(j, out->op, "to", " (a POINT)", &out->to);
     case Op::kPrune: return ParsePrune(j, out);
@@ -719,6 +756,29 @@ Status ResultOf(const json& response, json* result) {
   std::string text = message != error->end() && message->is_string() ? message->get<std::string>()
                                                                      : code->get<std::string>();
   return StatusFromCode(code->get<std::string>(), text);
+}
+
+// ---- Disks -----------------------------------------------------------------
+
+Status PickDisk(Store& store, const std::string& name, const char* what, Disk** out) {
+  *out = nullptr;
+  std::string names;
+  for (size_t i = 0; i < store.disk_count(); i++) {
+    if (Disk* d = store.disk(i)) names += (names.empty() ? "" : ", ") + d->name();
+  }
+  if (name.empty()) {
+    if (store.disk_count() <= 1) return Status::Ok();
+    return Status::InvalidArgument(fmt::format(
+        "the store {} has {} disks ({}): name the one to {} (rewind {} --disk NAME)", store.dir(),
+        store.disk_count(), names, what, what));
+  }
+  *out = store.FindDisk(name);
+  if (*out == nullptr) {
+    return Status::NotFound(
+        fmt::format("the store {} has no disk '{}' (its disks: {})", store.dir(), name,
+                    names.empty() ? "one unnamed disk" : names));
+  }
+  return Status::Ok();
 }
 
 // ---- Restore ---------------------------------------------------------------

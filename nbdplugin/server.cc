@@ -164,15 +164,22 @@ Status Cancelled(const char* what) {
 }
 
 // Restores on the calling thread; stops when the client goes away.
+// A store of several disks restores the one the request names.
 json Restore(const Context& c) {
+  Disk* disk = nullptr;
+  Status s = PickDisk(c.store, c.req.disk, "restore", &disk);
   PointInfo point;
-  Status s = c.store.ResolvePoint(c.req.to, &point);
+  if (s.ok()) s = c.store.ResolvePoint(c.req.to, &point);
   StoreInfo info;
   if (s.ok()) s = c.store.GetInfo(&info);
   if (s.ok()) s = CheckRestoreOutput(c.req.output, info.dir, info.image_path);
+  for (size_t i = 1; s.ok() && i < info.disks.size(); i++) {
+    s = CheckRestoreOutput(c.req.output, info.dir, info.disks[i].image_path);
+  }
   if (!s.ok()) return c.Fail(s);
 
-  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, c.store.size());
+  ProgressLines lines(c.req, c.channel, c.options.keepalive_ms,
+                      disk != nullptr ? disk->size() : c.store.size());
   bool cancelled = !lines.ok();
   RestoreOptions options;
   options.output = c.req.output;
@@ -182,7 +189,9 @@ json Restore(const Context& c) {
     return !cancelled;
   };
   RestoreResult result;
-  if (!cancelled) s = c.store.Restore(point, options, &result);
+  if (!cancelled) {
+    s = disk ? disk->Restore(point, options, &result) : c.store.Restore(point, options, &result);
+  }
   if (cancelled) s = Cancelled("restore");
   if (!s.ok()) return c.Fail(s);
   return MakeResult(c.req.id, ToJson(result, c.req.output));
@@ -207,14 +216,16 @@ json Rollback(const Context& c) {
 }
 
 json Diff(const Context& c) {
+  Disk* disk = nullptr;
+  Status s = PickDisk(c.store, c.req.disk, "diff", &disk);
   PointInfo from, to;
-  Status s = c.store.ResolvePoint(c.req.from, &from);
+  if (s.ok()) s = c.store.ResolvePoint(c.req.from, &from);
   if (s.ok()) s = c.store.ResolvePoint(c.req.to, &to);
   if (!s.ok()) return c.Fail(s);
   DiffResult result;
   {
     ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
-    s = c.store.Diff(from, to, &result);
+    s = disk ? disk->Diff(from, to, &result) : c.store.Diff(from, to, &result);
   }
   if (!s.ok()) return c.Fail(s);
   return MakeResult(c.req.id, ToJson(result));

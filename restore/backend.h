@@ -30,12 +30,13 @@ class Backend {
   // Oldest first.
   [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
   // Writes a sparse raw image of the disk at point (a POINT as the user
-  // gave it) to output, an absolute path; an existing file is replaced only
+  // gave it) to output; disk names the disk of a store of several (empty:
+  // the store's only disk; a store of several refuses that), an absolute path; an existing file is replaced only
   // when force.  progress (may be empty) is called as the work goes on;
   // returning false cancels it (Aborted), as a failure does, leaving no
   // output and no temporary file.  The live disk keeps serving meanwhile.
-  [[nodiscard]] virtual Status Restore(const std::string& point, const std::string& output,
-                                       bool force, const ProgressFn& progress,
+  [[nodiscard]] virtual Status Restore(const std::string& point, const std::string& disk,
+                                       const std::string& output, bool force, const ProgressFn& progress,
                                        RestoreResult* out) = 0;
   // Puts the live disk back to point (a POINT as the user gave it), in
   // place, after recording a before-rollback-... checkpoint that undoes it.
@@ -46,9 +47,9 @@ class Backend {
   [[nodiscard]] virtual Status Rollback(const std::string& point, const ProgressFn& progress,
                                         RollbackResult* out) = 0;
   // The byte ranges whose content differs between two points (POINTs as
-  // the user gave them).
+  // the user gave them), of disk as for Restore.
   [[nodiscard]] virtual Status Diff(const std::string& from, const std::string& to,
-                                    DiffResult* out) = 0;
+                                    const std::string& disk, DiffResult* out) = 0;
   // Checks every checksum and invariant; damage goes into *out, the status
   // fails only when verification could not run.  progress (may be empty)
   // counts records; returning false cancels (Aborted).

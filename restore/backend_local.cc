@@ -28,20 +28,28 @@ class LocalBackend final : public Backend {
     return store_->ListCheckpoints(out);
   }
 
-  Status Restore(const std::string& point, const std::string& output, bool force,
-                 const ProgressFn& progress, RestoreResult* out) override {
+  Status Restore(const std::string& point, const std::string& disk, const std::string& output,
+                 bool force, const ProgressFn& progress, RestoreResult* out) override {
+    Disk* d = nullptr;
+    if (Status s = control::PickDisk(*store_, disk, "restore", &d); !s.ok()) return s;
     PointInfo resolved;
     if (Status s = store_->ResolvePoint(point, &resolved); !s.ok()) return s;
     StoreInfo info;
     if (Status s = store_->GetInfo(&info); !s.ok()) return s;
+    // No disk's live image may be the output.
     if (Status s = control::CheckRestoreOutput(output, info.dir, info.image_path); !s.ok()) {
       return s;
+    }
+    for (const DiskInfo& di : info.disks) {
+      if (Status s = control::CheckRestoreOutput(output, info.dir, di.image_path); !s.ok()) {
+        return s;
+      }
     }
     RestoreOptions options;
     options.output = output;
     options.overwrite = force;
     options.progress = progress;
-    return store_->Restore(resolved, options, out);
+    return d ? d->Restore(resolved, options, out) : store_->Restore(resolved, options, out);
   }
 
   Status Rollback(const std::string& point, const ProgressFn& progress,
@@ -53,12 +61,15 @@ class LocalBackend final : public Backend {
     return store_->Rollback(resolved, options, out);
   }
 
-  Status Diff(const std::string& from, const std::string& to, DiffResult* out) override {
+  Status Diff(const std::string& from, const std::string& to, const std::string& disk,
+              DiffResult* out) override {
+    Disk* d = nullptr;
+    Status s = control::PickDisk(*store_, disk, "diff", &d);
     PointInfo a, b;
-    Status s = store_->ResolvePoint(from, &a);
+    if (s.ok()) s = store_->ResolvePoint(from, &a);
     if (s.ok()) s = store_->ResolvePoint(to, &b);
     if (!s.ok()) return s;
-    return store_->Diff(a, b, out);
+    return d ? d->Diff(a, b, out) : store_->Diff(a, b, out);
   }
 
   Status Verify(const ProgressFn& progress, VerifyReport* out) override {

@@ -56,10 +56,11 @@ class OnlineBackend final : public Backend {
 
   // The request always asks for progress: its lines restart the call's
   // timeout, so a long restore never hits it.
-  Status Restore(const std::string& point, const std::string& output, bool force,
-                 const ProgressFn& progress, RestoreResult* out) override {
+  Status Restore(const std::string& point, const std::string& disk, const std::string& output,
+                 bool force, const ProgressFn& progress, RestoreResult* out) override {
     nlohmann::json request = control::MakeRequest(control::Op::kRestore);
     request["to"] = point;
+    if (!disk.empty()) request["disk"] = disk;
     request["output"] = output;
     request["force"] = force;
     request["progress"] = true;
@@ -85,8 +86,10 @@ class OnlineBackend final : public Backend {
     return Decode(result, out, "rollback");
   }
 
-  Status Diff(const std::string& from, const std::string& to, DiffResult* out) override {
+  Status Diff(const std::string& from, const std::string& to, const std::string& disk,
+              DiffResult* out) override {
     nlohmann::json request = control::MakeRequest(control::Op::kDiff);
+    if (!disk.empty()) request["disk"] = disk;
     request["from"] = from;
     request["to"] = to;
     request["progress"] = true;  // keep-alives: a long diff never hits the timeout

@@ -22,6 +22,7 @@ struct DiffArgs {
   std::string dir;
   std::string from;  // POINTs, syntax checked while parsing
   std::string to;
+  std::string disk;  // --disk: one disk of a store of several
   bool json = false;
 };
 
@@ -33,7 +34,8 @@ void PrintDiff(const DiffResult& r) {
                              HumanBytes(range.length), HumanBytes(range.offset));
   }
   const std::string between =
-      fmt::format("between {} and {}", DescribePoint(r.from), DescribePoint(r.to));
+      fmt::format("{}between {} and {}", r.disk.empty() ? "" : "on disk " + r.disk + " ",
+                  DescribePoint(r.from), DescribePoint(r.to));
   const std::string records = Plural(r.records, "record", "records") + " between them";
   if (r.ranges.empty()) {
     std::cout << fmt::format("no differences {}; {}\n", between, records);
@@ -47,7 +49,7 @@ Status RunDiff(const DiffArgs& a) {
   std::unique_ptr<Backend> backend;
   if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
   DiffResult result;
-  Status s = backend->Diff(a.from, a.to, &result);
+  Status s = backend->Diff(a.from, a.to, a.disk, &result);
   Status closed = backend->Close();
   if (!s.ok()) return s;
   if (!closed.ok()) return closed;
@@ -64,13 +66,14 @@ Shows the byte ranges of the disk whose content differs between two points
 of history, in either order: one line per range, its offset and length in
 bytes (then both in human units), and a summary line.  Ranges come in
 512-byte sectors clipped to what was written; a range written back with the
-same bytes is not shown.  The live disk is not changed.
+same bytes is not shown.  The live disk is not changed.  A store of several
+disks (the plugin's disk=NAME) compares one: --disk NAME picks it.
 
 )";
 
 constexpr const char* kDiffTail = R"(
 
-With --json: {"from": point, "to": point, "ranges": [{"offset", "length"}],
+With --json: {"from": point, "to": point, "disk" (named disks), "ranges": [{"offset", "length"}],
 "bytes", "records"}: records counts the journal records (writes, zeros,
 trims) between the points.
 
@@ -173,6 +176,8 @@ Command AddDiffCommand(CLI::App* parent) {
       ->required()
       ->type_name("POINT")
       ->check(PointValidator());
+  app->add_option("--disk", a->disk, "the disk to compare, for a store of several disks")
+      ->type_name("NAME");
   AddJsonFlag(app, &a->json);
   app->footer(std::string(kDiffHead) + kPointHelp + kDiffTail);
   return {app, [a] { return RunDiff(*a); }};

@@ -28,6 +28,7 @@ namespace {
 struct RestoreArgs {
   std::string dir;
   std::string to;      // the POINT, syntax checked while parsing
+  std::string disk;    // --disk: one disk of a store of several
   std::string output;  // as given
   bool force = false;
   bool json = false;
@@ -50,8 +51,8 @@ std::string Summary(const RestoreResult& r, const std::string& output) {
       r.point.checkpoint.empty()
           ? HumanTime(r.point.time_ns)
           : fmt::format("checkpoint {}, {}", r.point.checkpoint, HumanTime(r.point.time_ns));
-  return fmt::format("restored lsn {} ({}) to {}: {}, {} from the journal, {:.1f} s\n", r.point.lsn,
-                     where, output, HumanBytes(r.bytes), HumanBytes(r.changed_bytes), r.seconds);
+  return fmt::format("restored {}lsn {} ({}) to {}: {}, {} from the journal, {:.1f} s\n",
+                     r.disk.empty() ? "" : "disk " + r.disk + " at ", r.point.lsn, where, output, HumanBytes(r.bytes), HumanBytes(r.changed_bytes), r.seconds);
 }
 
 Status RunRestore(const RestoreArgs& a) {
@@ -68,7 +69,7 @@ Status RunRestore(const RestoreArgs& a) {
   };
   RestoreResult result;
   Status s = Interrupted() ? Status::Aborted("interrupted")
-                           : backend->Restore(a.to, output, a.force, progress, &result);
+                           : backend->Restore(a.to, a.disk, output, a.force, progress, &result);
   meter.Finish();
   Status closed = backend->Close();
   if (!s.ok()) {
@@ -99,6 +100,11 @@ synced, and moved into place when complete: a restore that fails or is
 interrupted (Ctrl-C) leaves neither FILE nor a temporary file.  An existing
 FILE is replaced only with --force.
 
+A store of several disks (the plugin's disk=NAME) restores one disk at a
+time: --disk NAME picks it ('rewind info' lists them).  Every disk of such a
+store shares one timeline, so the same POINT restored for each disk gives
+images from one instant.
+
 POINT is one of:
   NAME                       a checkpoint ('rewind list' shows them)
   lsn:N                      right after write N (lsn:0: the disk as created)
@@ -107,14 +113,15 @@ POINT is one of:
   -10m                       that long ago; units s, m, h, d, w, as in -1h30m
 
 On a terminal a progress bar is shown on stderr.  The summary (or with
---json the result: point, output, bytes, data_bytes, changed_bytes,
+--json the result: point, disk (named disks only), output, bytes, data_bytes, changed_bytes,
 seconds) goes to stdout.
 
 Examples:
   rewind restore /var/lib/rewind/vm1 --to before-upgrade --output /srv/vm1-before.raw
   rewind restore /var/lib/rewind/vm1 --to time:2026-11-23T10:15:00Z --output vm1.raw
   rewind restore /var/lib/rewind/vm1 --to -10m --output vm1.raw --force
-  rewind restore /var/lib/rewind/vm1 --to lsn:18234 --output vm1.raw --json)";
+  rewind restore /var/lib/rewind/vm1 --to lsn:18234 --output vm1.raw --json
+  rewind restore /var/lib/rewind/vm2 --disk data --to before-upgrade --output data.raw)";
 
 }  // namespace
 
@@ -134,6 +141,9 @@ Command AddRestoreCommand(CLI::App* parent) {
       ->check([](const std::string& path) -> std::string {
         return path.empty() ? "--output is empty" : "";
       });
+  app->add_option("--disk", a->disk,
+                  "the disk to restore, for a store of several disks (disk=NAME)")
+      ->type_name("NAME");
   app->add_flag("--force", a->force, "replace FILE if it exists");
   AddJsonFlag(app, &a->json);
   app->footer(kRestoreFooter);

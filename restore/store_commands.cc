@@ -92,8 +92,14 @@ void AddHistory(const StoreInfo& info, KeyValueBlock* block) {
 void PrintInfo(const StoreInfo& info, bool online, const std::string& dir) {
   KeyValueBlock block;
   block.Add("store", info.dir);
-  block.Add("image", info.image_path);
-  block.Add("size", HumanBytesExact(info.size));
+  if (info.disks.empty() || info.disks.front().name.empty()) {
+    block.Add("image", info.image_path);
+    block.Add("size", HumanBytesExact(info.size));
+  } else {  // named disks (disk=NAME): one line each, one timeline
+    for (const DiskInfo& d : info.disks) {
+      block.Add("disk " + d.name, fmt::format("{}, {}", HumanBytesExact(d.size), d.image_path));
+    }
+  }
   block.Add("block size", fmt::format("{} bytes", info.block_size));
   block.Add("format version", std::to_string(info.format_version));
   block.Add("created", HumanTime(info.created_ns));
@@ -129,7 +135,8 @@ Status RunInfo(const InfoOptions& o) {
 }
 
 constexpr const char* kInfoFooter = R"(
-Shows the disk's size and block size, the span of its history (oldest and
+Shows the disk's size and block size (for a store of several disks, each
+disk's name, size and image), the span of its history (oldest and
 newest write), the space held by redo, undo and vmstate records, the number
 of checkpoints and whether the plugin is serving the store.  Works whether
 or not the plugin runs.

@@ -419,7 +419,7 @@ TEST_CASE("RollbackResult, DiffResult, VerifyReport and PruneResult JSON round t
   CHECK(FromJson(bad, &pr2).message().find("'lsn'") != std::string::npos);
 }
 
-TEST_CASE("rollback and prune run inside the exclusive hook; busy refuses them untouched",
+TEST_CASE("rollback and prune run inside the exclusive hook, busy refuses them untouched",
           "[control]") {
   TempDir dir;
   HistoryStore store(dir.path());
@@ -561,7 +561,7 @@ TEST_CASE("keep-alive lines restart a client's timeout during a long prune or di
   CHECK(s.ToErrno() == ETIMEDOUT);
 }
 
-TEST_CASE("a verify stops when its client goes away; damage is a result", "[control]") {
+TEST_CASE("a verify stops when its client goes away, damage is a result", "[control]") {
   TempDir dir;
   HistoryStore store(dir.path(), /*steps=*/100, /*step_ms=*/20);  // 2 s
   auto server = StartServer(&store, {});

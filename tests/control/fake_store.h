@@ -17,6 +17,8 @@ class UnusedStore : public Store {
   uint64_t size() const override { return 1 << 20; }
   uint32_t block_size() const override { return 4096; }
   const std::string& dir() const override { return dir_; }
+  size_t disk_count() const override { return 1; }
+  Disk* disk(size_t) override { return nullptr; }
   Status Read(uint64_t, uint32_t, void*) override { return Unused(); }
   Status Write(uint64_t, uint32_t, const void*, bool) override { return Unused(); }
   Status Zero(uint64_t, uint64_t, bool, bool) override { return Unused(); }

@@ -186,32 +186,44 @@ GuestStatus ParseStatus(const uint8_t* s) {
   return st;
 }
 
-GuestRecord ReadRecord(const std::string& nbd_socket) {
-  auto c = NbdClient::Connect(nbd_socket);
+namespace {
+
+std::unique_ptr<NbdClient> ConnectExport(const std::string& nbd_socket,
+                                         const std::string& export_name) {
+  NbdClientOptions o;
+  o.export_name = export_name;
+  return NbdClient::Connect(nbd_socket, o);
+}
+
+}  // namespace
+
+GuestRecord ReadRecord(const std::string& nbd_socket, const std::string& export_name) {
+  auto c = ConnectExport(nbd_socket, export_name);
   auto s = c->Pread(kSectorSize, kRecordLba * kSectorSize);
   return ParseRecord(s.data());
 }
 
-void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index) {
-  auto c = NbdClient::Connect(nbd_socket);
+void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index,
+                 const std::string& export_name) {
+  auto c = ConnectExport(nbd_socket, export_name);
   c->Pwrite(MakeRecord(counter, disk_index), kRecordLba * kSectorSize);
   c->Flush();
 }
 
-GuestStatus ReadStatus(const std::string& nbd_socket) {
-  auto c = NbdClient::Connect(nbd_socket);
+GuestStatus ReadStatus(const std::string& nbd_socket, const std::string& export_name) {
+  auto c = ConnectExport(nbd_socket, export_name);
   auto s = c->Pread(kSectorSize, kStatusLba * kSectorSize);
   return ParseStatus(s.data());
 }
 
-void InstallImage(const std::string& nbd_socket) {
+void InstallImage(const std::string& nbd_socket, const std::string& export_name) {
   std::string image = ReadFile(kImagePath);
   if (image.empty() || image.size() % kSectorSize != 0 ||
       image.size() > kRecordLba * kSectorSize) {
     throw std::runtime_error(
         fmt::format("{}: not a guest image ({} bytes)", kImagePath, image.size()));
   }
-  auto c = NbdClient::Connect(nbd_socket);
+  auto c = ConnectExport(nbd_socket, export_name);
   c->Pwrite(image.data(), image.size(), 0);
   c->Flush();
 }
@@ -285,6 +297,21 @@ std::unique_ptr<GuestDisk> GuestDisk::Start(const std::string& workdir, uint64_t
   return d;
 }
 
+std::unique_ptr<GuestDisk> GuestDisk::StartNamed(const std::string& workdir,
+                                                 std::vector<Named> disks,
+                                                 std::vector<std::string> extra_params) {
+  if (disks.empty()) throw std::runtime_error("GuestDisk::StartNamed: no disks");
+  std::unique_ptr<GuestDisk> d(new GuestDisk());
+  std::filesystem::create_directories(workdir);
+  d->workdir_ = workdir;
+  d->store_dir_ = workdir + "/store";
+  d->size_ = disks.front().size;
+  d->named_ = std::move(disks);
+  d->extra_params_ = std::move(extra_params);
+  d->Restart();
+  return d;
+}
+
 GuestDisk::~GuestDisk() {
   if (server_) server_->Stop();
 }
@@ -295,7 +322,13 @@ void GuestDisk::Restart() {
   NbdServerOptions o;
   o.plugin = kPluginPath;
   o.workdir = workdir_;
-  o.params = {"dir=" + store_dir_, fmt::format("size={}", size_)};
+  o.params = {"dir=" + store_dir_};
+  if (named_.empty()) {
+    o.params.push_back(fmt::format("size={}", size_));
+  } else {
+    for (const Named& n : named_) o.params.push_back("disk=" + n.name);
+    for (const Named& n : named_) o.params.push_back(fmt::format("size={}:{}", n.name, n.size));
+  }
   o.params.insert(o.params.end(), extra_params_.begin(), extra_params_.end());
   server_ = NbdServer::Start(std::move(o));
 }
@@ -322,10 +355,14 @@ std::vector<std::string> QemuCommand(const QemuOptions& o) {
     // write reaches nbdkit before the guest sees it complete, and stop or
     // migration drain and flush.
     argv.push_back("-blockdev");
-    argv.push_back(fmt::format(
+    std::string blockdev = fmt::format(
         "driver=nbd,node-name=disk{},server.type=unix,server.path={},"
         "cache.direct=off,cache.no-flush=off",
-        i, o.disk_sockets[i]));
+        i, o.disk_sockets[i]);
+    if (i < o.disk_exports.size() && !o.disk_exports[i].empty()) {
+      blockdev += ",export=" + o.disk_exports[i];
+    }
+    argv.push_back(blockdev);
     argv.push_back("-device");
     std::string dev = fmt::format("ide-hd,drive=disk{},bus=ide.{},unit={},id=ide-disk{}", i,
                                   i / 2, i % 2, i);
@@ -475,8 +512,11 @@ uint32_t Qemu::StopAtSafePoint(std::chrono::milliseconds timeout) {
     Qmp("stop");
     if (IsHalted()) {
       uint32_t c = ReadRamCounter();
-      GuestRecord r0 = ReadRecord(options_.disk_sockets[0]);
-      GuestRecord r1 = ReadRecord(options_.disk_sockets[1]);
+      auto export_of = [&](size_t i) {
+        return i < options_.disk_exports.size() ? options_.disk_exports[i] : std::string();
+      };
+      GuestRecord r0 = ReadRecord(options_.disk_sockets[0], export_of(0));
+      GuestRecord r1 = ReadRecord(options_.disk_sockets[1], export_of(1));
       if (r0.valid && r1.valid && r0.counter == c && r1.counter == c) return c;
       last = fmt::format("halted with C={}, disk 0 {}, disk 1 {}", c, r0.ToString(),
                          r1.ToString());
@@ -580,11 +620,23 @@ std::string Qemu::Describe() const {
 // --------------------------------------------------------- the whole guest
 
 GuestVm::GuestVm(GuestVmOptions options) : options_(std::move(options)), dir_("rwguest") {
-  for (int i = 0; i < options_.disks; ++i) {
+  if (options_.one_store) {
+    std::vector<GuestDisk::Named> named;
+    for (int i = 0; i < options_.disks; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      named.push_back({fmt::format("d{}", i), k < options_.disk_sizes.size()
+                                                  ? options_.disk_sizes[k]
+                                                  : options_.disk_size});
+    }
     disks_.push_back(
-        GuestDisk::Start(dir_ / fmt::format("d{}", i), options_.disk_size, options_.disk_params));
+        GuestDisk::StartNamed(dir_ / "vmstore", std::move(named), options_.disk_params));
+  } else {
+    for (int i = 0; i < options_.disks; ++i) {
+      disks_.push_back(GuestDisk::Start(dir_ / fmt::format("d{}", i), options_.disk_size,
+                                        options_.disk_params));
+    }
   }
-  InstallImage(disks_.at(0)->socket());
+  InstallImage(socket_of(0), export_of(0));
 }
 
 GuestVm::~GuestVm() {
@@ -593,9 +645,31 @@ GuestVm::~GuestVm() {
   disks_.clear();
 }
 
+const std::string& GuestVm::socket_of(size_t guest_disk) const {
+  if (guest_disk >= guest_disk_count()) throw std::out_of_range("GuestVm: no such disk");
+  return disks_.at(options_.one_store ? 0 : guest_disk)->socket();
+}
+
+std::string GuestVm::export_of(size_t guest_disk) const {
+  if (guest_disk >= guest_disk_count()) throw std::out_of_range("GuestVm: no such disk");
+  return options_.one_store ? fmt::format("d{}", guest_disk) : std::string();
+}
+
+GuestStatus GuestVm::ReadStatus(const std::string& at) const {
+  return guest::ReadStatus(socket_of(0), at.empty() ? export_of(0) : export_of(0) + "@" + at);
+}
+
+GuestRecord GuestVm::ReadRecord(size_t disk, const std::string& at) const {
+  return guest::ReadRecord(socket_of(disk),
+                           at.empty() ? export_of(disk) : export_of(disk) + "@" + at);
+}
+
 QemuOptions GuestVm::NextQemuOptions() const {
   QemuOptions o;
-  for (const auto& d : disks_) o.disk_sockets.push_back(d->socket());
+  for (size_t i = 0; i < guest_disk_count(); ++i) {
+    o.disk_sockets.push_back(socket_of(i));
+    o.disk_exports.push_back(export_of(i));
+  }
   o.workdir = dir_.path();
   o.name = fmt::format("q{}", qemu_count_ + 1);
   return o;
@@ -604,7 +678,10 @@ QemuOptions GuestVm::NextQemuOptions() const {
 Qemu& GuestVm::StartQemu(QemuOptions options) {
   KillQemu();
   QemuOptions defaults = NextQemuOptions();
-  if (options.disk_sockets.empty()) options.disk_sockets = defaults.disk_sockets;
+  if (options.disk_sockets.empty()) {
+    options.disk_sockets = defaults.disk_sockets;
+    if (options.disk_exports.empty()) options.disk_exports = defaults.disk_exports;
+  }
   if (options.workdir.empty()) options.workdir = defaults.workdir;
   if (options.name.empty() || options.name == QemuOptions{}.name) options.name = defaults.name;
   qemu_count_++;
@@ -631,7 +708,8 @@ void GuestVm::KillQemu() { qemu_.reset(); }
 std::string GuestVm::Describe() const {
   std::string out = qemu_ ? qemu_->Describe() + "\n" : std::string("(no QEMU)\n");
   for (size_t i = 0; i < disks_.size(); ++i) {
-    out += fmt::format("--- nbdkit of disk {} ({}) ---\n{}", i, disks_[i]->server().log_path(),
+    out += fmt::format("--- nbdkit of {} {} ({}) ---\n{}", options_.one_store ? "store" : "disk", i,
+                       disks_[i]->server().log_path(),
                        Tail(disks_[i]->server().log(), 1500));
   }
   return out;

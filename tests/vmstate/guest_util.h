@@ -19,6 +19,10 @@
 //   REQUIRE(vm.ReadStatus().mismatches == 0);
 // Everything is torn down by the destructors: QEMU is killed (SIGKILL)
 // before the nbdkit servers stop, and the directory is removed.
+//
+// GuestVmOptions::one_store puts both disks in ONE store instead (one
+// nbdkit, disk=d0 disk=d1): QEMU then opens the exports "d0" and "d1" on
+// the same socket, and the NBD reads of records and status name the export.
 #pragma once
 
 #include <rewind/vmstate/qmp.h>
@@ -91,12 +95,14 @@ GuestRecord ParseRecord(const uint8_t* sector);
 std::vector<uint8_t> MakeRecord(uint32_t counter, uint32_t disk_index);
 GuestStatus ParseStatus(const uint8_t* sector);
 
-// Over a fresh NBD connection to socket.  Throw NbdError on failure.
-GuestRecord ReadRecord(const std::string& nbd_socket);
-void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index);
-GuestStatus ReadStatus(const std::string& nbd_socket);
+// Over a fresh NBD connection to socket, to the export export_name ("":
+// the default export; "d1", "d0@NAME", ...).  Throw NbdError on failure.
+GuestRecord ReadRecord(const std::string& nbd_socket, const std::string& export_name = "");
+void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index,
+                 const std::string& export_name = "");
+GuestStatus ReadStatus(const std::string& nbd_socket, const std::string& export_name = "");
 // Writes the guest image at LBA 0 and flushes.
-void InstallImage(const std::string& nbd_socket);
+void InstallImage(const std::string& nbd_socket, const std::string& export_name = "");
 
 // ------------------------------------------------------------- serial log
 
@@ -130,14 +136,24 @@ SerialLog ParseSerial(std::string_view text);
 
 // ------------------------------------------------------------------ disks
 
-// One rewind disk: nbdkit with the built plugin serving a store.  Files in
-// workdir: nbd.sock, nbdkit.pid, nbdkit.log, and the store in workdir/store.
+// One rewind store: nbdkit with the built plugin serving it, with one
+// unnamed disk (Start) or several named ones (StartNamed: each an export
+// named after it).  Files in workdir: nbd.sock, nbdkit.pid, nbdkit.log, and
+// the store in workdir/store.
 class GuestDisk {
  public:
   // Starts nbdkit (creating the store when new: size= is passed then).
   // extra_params: further plugin parameters ("block-size=512").
   static std::unique_ptr<GuestDisk> Start(const std::string& workdir, uint64_t size,
                                           std::vector<std::string> extra_params = {});
+  // A store of named disks: disk=NAME size=NAME:SIZE for each, in order.
+  struct Named {
+    std::string name;
+    uint64_t size = 0;
+  };
+  static std::unique_ptr<GuestDisk> StartNamed(const std::string& workdir,
+                                               std::vector<Named> disks,
+                                               std::vector<std::string> extra_params = {});
   GuestDisk(const GuestDisk&) = delete;
   GuestDisk& operator=(const GuestDisk&) = delete;
   ~GuestDisk();
@@ -146,16 +162,22 @@ class GuestDisk {
   const std::string& store_dir() const { return store_dir_; }
   const std::string& workdir() const { return workdir_; }
   NbdServer& server() { return *server_; }
+  // The (first) disk's size.
   uint64_t size() const { return size_; }
+  // The named disks (empty for a store of one unnamed disk).
+  const std::vector<Named>& named() const { return named_; }
 
   // Stops nbdkit (SIGTERM, waits) and starts it again on the same store.
   void Restart();
   // Stops nbdkit (SIGTERM, waits); Restart() brings it back.
   ExitStatus Stop();
 
-  GuestRecord ReadRecord() const { return guest::ReadRecord(socket()); }
-  void WriteRecord(uint32_t counter, uint32_t disk_index) const {
-    guest::WriteRecord(socket(), counter, disk_index);
+  GuestRecord ReadRecord(const std::string& export_name = "") const {
+    return guest::ReadRecord(socket(), export_name);
+  }
+  void WriteRecord(uint32_t counter, uint32_t disk_index,
+                   const std::string& export_name = "") const {
+    guest::WriteRecord(socket(), counter, disk_index, export_name);
   }
 
  private:
@@ -163,6 +185,7 @@ class GuestDisk {
   std::string workdir_;
   std::string store_dir_;
   uint64_t size_ = 0;
+  std::vector<Named> named_;
   std::vector<std::string> extra_params_;
   std::unique_ptr<NbdServer> server_;
 };
@@ -173,6 +196,9 @@ struct QemuOptions {
   // NBD Unix sockets of the disks, disk 0 (the boot disk) first.  Disk i is
   // IDE bus i / 2, unit i % 2: BIOS drive 0x80 + i.
   std::vector<std::string> disk_sockets;
+  // The NBD export of each disk ("d0", "d1": disks of one store, served on
+  // one socket); missing or empty: the server's default export.
+  std::vector<std::string> disk_exports;
   // Where the files go; names start with name: NAME.serial (the guest's
   // COM1), NAME.qmp (the helper's QMP socket), NAME-tool.qmp (a second QMP
   // socket, free for other clients such as the rewind CLI: QEMU serves one
@@ -250,7 +276,8 @@ class Qemu {
   // loop, with C in RAM equal to both records, so that the next disk
   // access is the read of disk 0's record (see guest.S).  Tries stop /
   // check / cont until then; returns C.  Throws std::runtime_error after
-  // timeout.  Needs the records readable: disks are the given sockets.
+  // timeout.  Needs the records readable: disks are the given sockets
+  // and exports.
   uint32_t StopAtSafePoint(std::chrono::milliseconds timeout = 20s);
   // Polls query-migrate until its status is "completed" (returns it) or
   // "failed"/"cancelled" or timeout (throws, saying which).
@@ -283,13 +310,21 @@ class Qemu {
 struct GuestVmOptions {
   int disks = 2;
   uint64_t disk_size = 4u << 20;
-  std::vector<std::string> disk_params;  // extra plugin parameters for each disk
+  // Per disk, overriding disk_size (one_store only; missing: disk_size).
+  std::vector<uint64_t> disk_sizes;
+  std::vector<std::string> disk_params;  // extra plugin parameters for each store
+  // All disks in one store (one nbdkit, vmstore/): disk=d0 disk=d1
+  // size=d0:.. size=d1:..; QEMU opens the exports d0 and d1.
+  bool one_store = false;
 };
 
-// A temporary directory with one rewind disk per disk (d0/, d1/), the guest
-// image installed on disk 0, and QEMU processes started on them one at a
-// time (q1, q2, ... in the same directory).  Destruction order: QEMU, nbdkit,
-// the directory.
+// A temporary directory with one rewind disk per disk (d0/, d1/) or, with
+// one_store, one store of disks d0, d1 (vmstore/), the guest image installed
+// on disk 0, and QEMU processes started on them one at a time (q1, q2, ...
+// in the same directory).  Destruction order: QEMU, nbdkit, the directory.
+//
+// disk_count() and disk(i) are the stores (GuestDisk: one nbdkit each);
+// guest_disk_count(), socket_of(i) and export_of(i) the guest's disks.
 class GuestVm {
  public:
   explicit GuestVm(GuestVmOptions options = {});
@@ -301,11 +336,18 @@ class GuestVm {
   std::string path(std::string_view name) const { return dir_ / name; }
   size_t disk_count() const { return disks_.size(); }
   GuestDisk& disk(size_t i) { return *disks_.at(i); }
+  bool one_store() const { return options_.one_store; }
+  // The guest's disks: how many, and where each is served.
+  size_t guest_disk_count() const { return static_cast<size_t>(options_.disks); }
+  const std::string& socket_of(size_t guest_disk) const;
+  // "" (default export) with a store per disk, "d<i>" with one_store.
+  std::string export_of(size_t guest_disk) const;
 
-  // The options of the next QEMU: disk sockets, workdir and name filled in.
+  // The options of the next QEMU: disk sockets and exports, workdir and
+  // name filled in.
   QemuOptions NextQemuOptions() const;
-  // Starts a QEMU (killing the current one, if any).  options' disk_sockets,
-  // workdir and name are filled in when empty.
+  // Starts a QEMU (killing the current one, if any).  options' disk_sockets
+  // (with disk_exports), workdir and name are filled in when empty.
   Qemu& StartQemu(QemuOptions options = {});
   // StartQemu and REQUIRE a BOOT line within timeout.
   Qemu& Boot(std::chrono::milliseconds timeout = 20s);
@@ -313,9 +355,11 @@ class GuestVm {
   bool has_qemu() const { return qemu_ != nullptr; }
   void KillQemu();
 
-  // The status sector of disk 0 and the records, read over NBD.
-  GuestStatus ReadStatus() const { return guest::ReadStatus(disks_.at(0)->socket()); }
-  GuestRecord ReadRecord(size_t disk) const { return disks_.at(disk)->ReadRecord(); }
+  // The status sector of disk 0 and the records (of guest disk i), read
+  // over NBD.  at: a point ("NAME", "lsn:N"): the disk then, read through
+  // the read-only export DISK@POINT ("@POINT" for a store per disk).
+  GuestStatus ReadStatus(const std::string& at = "") const;
+  GuestRecord ReadRecord(size_t disk, const std::string& at = "") const;
 
   // The current QEMU (if any) and the nbdkit logs' tails.
   std::string Describe() const;

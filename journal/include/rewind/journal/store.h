@@ -1,9 +1,16 @@
-// Store: a journaled live disk.
+// Store: a journaled live disk, or the several disks of one VM.
 //
-// A store is a directory holding the live raw image and a RocksDB database
-// with the redo journal (every write, trim and zero in LSN order), the
-// copy-on-write recovery blocks (before-images), the checkpoints and the
-// metadata.  See docs/architecture.md and docs/journal-format.md.
+// A store is a directory holding the live raw image of each disk and a
+// RocksDB database with the redo journal (every write, trim and zero in LSN
+// order), the copy-on-write recovery blocks (before-images), the
+// checkpoints and the metadata.  See docs/architecture.md and
+// docs/journal-format.md.
+//
+// The disks of a store share one timeline: one LSN sequence and one list of
+// checkpoints, so a checkpoint covers every disk at one instant.  A store
+// made without disk names has one unnamed disk; Store's own Read, Write,
+// ..., OpenSnapshot, Restore and Diff act on its first disk, so code that
+// knows one disk needs nothing else.  disk(i) gives every disk.
 //
 // Thread safety: every method may be called from any thread concurrently,
 // except Open/Create.  Writes to overlapping ranges are applied in the order
@@ -30,14 +37,35 @@ inline constexpr uint32_t kDefaultBlockSize = 4096;
 inline constexpr uint32_t kMinBlockSize = 512;
 inline constexpr uint32_t kMaxBlockSize = 1u << 20;
 
+// One disk of a store (disk=NAME).
+struct DiskSpec {
+  // ValidateDiskName: 1-128 characters from [A-Za-z0-9._+-], not starting
+  // with '.' or '-'; unique in the store.
+  std::string name;
+  // Size of a new disk in bytes; for an existing store it must match.  0:
+  // the adopted image's size, or the existing disk's.
+  uint64_t size = 0;
+  // Adopt this raw image as the disk's live image (a new store only; for an
+  // existing one it must be the disk's image).  Empty: DIR/disks/NAME.raw.
+  std::string image;
+};
+
 struct StoreOptions {
   // The store directory.  Required.
   std::string dir;
+  // The disks of a store with named disks, in order (the first is disk 0).
+  // Empty: one unnamed disk described by size and image below, as in a
+  // store made without disk=; then, for an existing store, whatever disks it
+  // has.  For an existing store the names must be the store's, in its
+  // order: a disk cannot be added or removed.
+  std::vector<DiskSpec> disks;
   // Size of a new disk in bytes; when set for an existing store it must
-  // match.  Unset (0) for an existing store.
+  // match (its first disk's).  Unset (0) for an existing store, and when
+  // disks is given.
   uint64_t size = 0;
   // Adopt this raw image as the live disk of a new store (its content is the
-  // first point of history).  Empty: the store keeps DIR/image.raw.
+  // first point of history).  Empty: the store keeps DIR/image.raw.  Unset
+  // when disks is given.
   std::string image;
   // Recovery-block granularity of a new store; 0 means kDefaultBlockSize.
   // When set for an existing store it must match.
@@ -81,11 +109,18 @@ struct CheckpointInfo {
   uint64_t undo_bytes = 0;    // before-images held for this checkpoint
 };
 
+// One disk of a store, as StoreInfo describes it.
+struct DiskInfo {
+  std::string name;  // "" for the unnamed disk of a store made without names
+  uint64_t size = 0;
+  std::string image_path;
+};
+
 struct StoreInfo {
   std::string dir;
-  std::string image_path;
+  std::string image_path;  // the first disk's
   uint32_t format_version = 0;
-  uint64_t size = 0;
+  uint64_t size = 0;       // the first disk's
   uint32_t block_size = 0;
   int64_t created_ns = 0;
   uint64_t oldest_lsn = 0;   // 0 when the journal is empty
@@ -101,6 +136,7 @@ struct StoreInfo {
   uint64_t durable_lsn = 0;   // every record <= this is synced
   bool writes_refused = false;  // a sync failed; see refused_reason
   std::string refused_reason;
+  std::vector<DiskInfo> disks;  // every disk, in order; never empty for an open store
 };
 
 struct CheckpointOptions {
@@ -163,6 +199,7 @@ struct RestoreOptions {
 
 struct RestoreResult {
   PointInfo point;
+  std::string disk;            // the disk restored ("" for an unnamed disk)
   uint64_t bytes = 0;          // the image's size
   uint64_t data_bytes = 0;     // bytes written (the rest are holes)
   uint64_t changed_bytes = 0;  // bytes taken from the journal, not the live disk
@@ -176,10 +213,10 @@ struct RollbackOptions {
 };
 
 struct RollbackResult {
-  PointInfo point;          // where the disk was put back to
+  PointInfo point;          // where the disks were put back to (all of them)
   CheckpointInfo before;    // the before-rollback-... checkpoint: the undo
-  // Blocks compared with the target: those changed since the newest
-  // checkpoint at or before the point (a bound on what may differ).
+  // Blocks compared with the target, on every disk: those changed since the
+  // newest checkpoint at or before the point (a bound on what may differ).
   uint64_t examined_bytes = 0;
   uint64_t rewritten_bytes = 0;  // of which differed from the target and were written
   double seconds = 0;
@@ -192,6 +229,7 @@ struct DiffRange {
 
 struct DiffResult {
   PointInfo from, to;
+  std::string disk;               // the disk compared ("" for an unnamed disk)
   std::vector<DiffRange> ranges;  // ascending, disjoint, not adjacent
   uint64_t bytes = 0;             // total length of the ranges
   uint64_t records = 0;           // redo records between the points
@@ -229,6 +267,35 @@ struct PruneResult {
   uint64_t bytes_after = 0;
 };
 
+// One disk of a store: its live content and its past.  Owned by its Store,
+// valid while the Store exists; thread-safe like the Store.  The past is
+// read on the store's one timeline: a PointInfo (a checkpoint, lsn:N,
+// time:...) names the same instant on every disk.
+class Disk {
+ public:
+  virtual ~Disk() = default;
+  // Its id in the journal: the order of creation, 0 for the first disk.
+  virtual uint32_t index() const = 0;
+  // "" for the one unnamed disk of a store made without names.
+  virtual const std::string& name() const = 0;
+  virtual uint64_t size() const = 0;
+
+  // As Store's, on this disk.  Flush makes every write that returned before
+  // it durable, on every disk (they share one journal).
+  [[nodiscard]] virtual Status Read(uint64_t offset, uint32_t len, void* buf) = 0;
+  [[nodiscard]] virtual Status Write(uint64_t offset, uint32_t len, const void* buf, bool fua) = 0;
+  [[nodiscard]] virtual Status Zero(uint64_t offset, uint64_t len, bool fua, bool trim) = 0;
+  [[nodiscard]] virtual Status Flush() = 0;
+  [[nodiscard]] virtual Status Extents(uint64_t offset, uint64_t len,
+                                       const std::function<void(uint64_t, uint64_t, bool)>& fn) = 0;
+  [[nodiscard]] virtual Status OpenSnapshot(const PointInfo& point,
+                                            std::unique_ptr<Snapshot>* out) = 0;
+  [[nodiscard]] virtual Status Restore(const PointInfo& point, const RestoreOptions& options,
+                                       RestoreResult* out) = 0;
+  [[nodiscard]] virtual Status Diff(const PointInfo& from, const PointInfo& to,
+                                    DiffResult* out) = 0;
+};
+
 class Store {
  public:
   // Opens the store in options.dir, creating it when create_if_missing and
@@ -247,9 +314,17 @@ class Store {
 
   virtual ~Store() = default;
 
-  virtual uint64_t size() const = 0;
+  virtual uint64_t size() const = 0;  // the first disk's
   virtual uint32_t block_size() const = 0;
   virtual const std::string& dir() const = 0;
+
+  // The disks, in the order they were created: disk(0) is the first, the
+  // one the methods below that read or write a disk act on.  disk(i) is
+  // null when i >= disk_count().
+  virtual size_t disk_count() const = 0;
+  virtual Disk* disk(size_t i) = 0;
+  // The disk named name ("" finds an unnamed disk), or null.
+  Disk* FindDisk(const std::string& name);
 
   // Reads the live disk.  len > 0, range within size().
   [[nodiscard]] virtual Status Read(uint64_t offset, uint32_t len, void* buf) = 0;
@@ -305,10 +380,11 @@ class Store {
   // serving meanwhile.
   [[nodiscard]] virtual Status Restore(const PointInfo& point, const RestoreOptions& options,
                                        RestoreResult* out) = 0;
-  // Puts the live disk back to point, in place.  First records a
-  // checkpoint named before-rollback-<UTC time> (so the rollback can itself
-  // be undone), then writes, through the journal like any write, the old
-  // content of every block changed since point.  History is kept: every
+  // Puts the live disks back to point, in place: every disk of the store
+  // (a VM's disks go back together).  First records a checkpoint named
+  // before-rollback-<UTC time> (so the rollback can itself be undone), then
+  // writes, through the journal like any write, the old content of every
+  // block changed since point.  History is kept: every
   // later point stays reachable.  Crash-safe: a rollback interrupted by a
   // crash is finished when the store is next opened.  The caller must keep
   // other writers away while it runs.
@@ -322,7 +398,7 @@ class Store {
                                     DiffResult* out) = 0;
   // Checks every record's checksum and payload hash, the journal's
   // invariants and, where the journal holds a page's newest content, the
-  // live image against it.  Damage goes into the report (OK status); the
+  // live images against it, on every disk.  Damage goes into the report (OK status); the
   // status fails only when verification itself could not run.
   [[nodiscard]] virtual Status Verify(const ProgressFn& progress, VerifyReport* out) = 0;
   // Drops history by a retention policy (PrunePolicy) and reclaims its
@@ -340,6 +416,9 @@ class Store {
 // A checkpoint name: 1-128 characters from [A-Za-z0-9._+-], not starting
 // with '.' or '-', not of the form "lsn:..."/"time:...".
 [[nodiscard]] Status ValidateCheckpointName(const std::string& name);
+// A disk name (disk=NAME): the rules of a checkpoint name, so never '@',
+// '/' or ':'.
+[[nodiscard]] Status ValidateDiskName(const std::string& name);
 // Block size: a power of two from kMinBlockSize to kMaxBlockSize.
 [[nodiscard]] Status ValidateBlockSize(uint64_t block_size);
 

@@ -58,19 +58,22 @@ std::string FormatTime(int64_t ns);
 
 nlohmann::json ToJson(const CheckpointInfo& cp);
 // online: whether the answer comes from a running plugin (the "online" member).
+// "disks": [{"name", "size", "image"}] lists every disk.
 nlohmann::json ToJson(const StoreInfo& info, bool online);
 // The reverse of ToJson.  The *_ns members are authoritative; the RFC 3339
 // strings are not read.  Unknown members are ignored; a missing or mistyped
 // member is InvalidArgument naming it.  The timestamps of an empty journal
-// may be absent.  "online" is not part of StoreInfo; read it from the JSON.
+// may be absent, and so may "disks" (a server before several disks; then
+// the one unnamed disk of size and image).  "online" is not part of
+// StoreInfo; read it from the JSON.
 [[nodiscard]] Status FromJson(const nlohmann::json& j, CheckpointInfo* out);
 [[nodiscard]] Status FromJson(const nlohmann::json& j, StoreInfo* out);
 
 // A point of history: {"text", "lsn", "time_ns", "time", "checkpoint"?};
 // "checkpoint" (the name) only when the point names one.
 nlohmann::json ToJson(const PointInfo& point);
-// The result of restore: {"point", "output", "bytes", "data_bytes",
-// "changed_bytes", "seconds"}.  output: the file written (absolute), or
+// The result of restore: {"point", "disk" (only when the disk has a name),
+// "output", "bytes", "data_bytes", "changed_bytes", "seconds"}.  output: the file written (absolute), or
 // empty to leave the member out.
 nlohmann::json ToJson(const RestoreResult& result, const std::string& output);
 // The reverse, as for CheckpointInfo.  checkpoint_id is not carried by the
@@ -81,8 +84,8 @@ nlohmann::json ToJson(const RestoreResult& result, const std::string& output);
 // The result of rollback: {"point", "before" (a Checkpoint), "examined_bytes",
 // "rewritten_bytes", "seconds"}.
 nlohmann::json ToJson(const RollbackResult& result);
-// The result of diff: {"from", "to" (points), "ranges": [{"offset", "length"}],
-// "bytes", "records"}.
+// The result of diff: {"from", "to" (points), "disk" (only when the disk has a
+// name), "ranges": [{"offset", "length"}], "bytes", "records"}.
 nlohmann::json ToJson(const DiffResult& result);
 // The result of verify: {"clean", "redo_records", "undo_records",
 // "checkpoints", "payload_bytes", "image_pages_checked", "damage": [...]}.
@@ -145,6 +148,9 @@ struct Request {
   // to replace an existing file ("force").
   std::string output;
   bool force = false;
+  // restore, diff: the disk ("disk"); empty: the store's only disk (an
+  // error for a store of several).
+  std::string disk;
   // prune: "keep_last", "keep_within_ns", "keep_daily" (at least one of
   // them above 0) and "dry_run".
   PrunePolicy policy;
@@ -204,6 +210,15 @@ std::string ToLine(const nlohmann::json& message);
 // itself reports that).  Shared by the server and the CLI's local backend.
 [[nodiscard]] Status CheckRestoreOutput(const std::string& output, const std::string& store_dir,
                                         const std::string& image_path);
+
+// ---- Disks -----------------------------------------------------------------
+
+// The disk a restore or diff (what) acts on: *out the disk named name, or
+// null when name is empty and the store has one disk (the store's own calls
+// then act on it).  NotFound for an unknown name; InvalidArgument when name
+// is empty and the store has several disks.  Shared by the server and the
+// CLI's local backend.
+[[nodiscard]] Status PickDisk(Store& store, const std::string& name, const char* what, Disk** out);
 
 // ---- Client ----------------------------------------------------------------
 
