@@ -22,6 +22,9 @@ void StoreImpl::CommitterLoop() {
   using Clock = std::chrono::steady_clock;
   const auto interval = std::chrono::microseconds(options_.sync_interval_us);
   auto last_sync = Clock::now();
+  // Bytes of the writes committed since the last sync (as WaitForRoom
+  // counted them): given back to unsynced_bytes_ when they are durable.
+  uint64_t committed_unsynced = 0;
   std::vector<JournalOp> ops, rest;
   std::unique_lock<std::mutex> l(seq_mu_);
   for (;;) {
@@ -49,7 +52,10 @@ void StoreImpl::CommitterLoop() {
         end++;
       }
       rest.clear();
-      for (size_t i = begin; i < end; i++) rest.push_back(std::move(ops[i]));
+      for (size_t i = begin; i < end; i++) {
+        if (ops[i].kind == OpKind::kWrite) committed_unsynced += ops[i].npages * page_size_;
+        rest.push_back(std::move(ops[i]));
+      }
       Status s = CommitOps(rest);
       if (!s.ok()) {
         Refuse(s);
@@ -70,6 +76,8 @@ void StoreImpl::CommitterLoop() {
       last_sync = Clock::now();
       std::lock_guard<std::mutex> g(state_mu_);
       durable_seq_.store(committed, std::memory_order_release);
+      unsynced_bytes_.fetch_sub(committed_unsynced, std::memory_order_acq_rel);
+      committed_unsynced = 0;
       state_cv_.notify_all();
     } else if (committed == durable) {
       last_sync = Clock::now();

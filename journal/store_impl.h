@@ -405,6 +405,7 @@ class StoreImpl final : public Store {
   std::atomic<uint64_t> applied_lsn_{0};     // every LSN <= this is in the image
   std::deque<ApplyOp> apply_queue_;          // GUARDED_BY(state_mu_)
   std::atomic<uint64_t> pending_bytes_{0};   // sequenced write bytes not yet in the image
+  std::atomic<uint64_t> unsynced_bytes_{0};  // sequenced write bytes not yet durable
   uint64_t persisted_applied_ = 0;           // applier thread only
   uint64_t recovery_cut_records_ = 0;        // redo records dropped by the last Open
   bool stopping_ = false;                    // GUARDED_BY(state_mu_)

@@ -83,12 +83,16 @@ Status StoreImpl::WriteOn(DiskImpl& d, uint64_t offset, uint32_t len, const void
   bool sequenced = false;
   struct GiveBack {
     std::atomic<uint64_t>* pending;
+    std::atomic<uint64_t>* unsynced;
     uint64_t bytes;
     const bool* done;
     ~GiveBack() {
-      if (!*done) pending->fetch_sub(bytes);
+      if (!*done) {
+        pending->fetch_sub(bytes);
+        unsynced->fetch_sub(bytes);
+      }
     }
-  } give_back{&pending_bytes_, room, &sequenced};
+  } give_back{&pending_bytes_, &unsynced_bytes_, room, &sequenced};
   RangeGuard guard(&d.range_lock, op.first_page * ps, end_page * ps);
 
   op.pages = std::shared_ptr<char>(new char[op.npages * ps], std::default_delete<char[]>());
@@ -249,12 +253,23 @@ Status StoreImpl::Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::
 // limit would be passed.  Room is only ever taken whole (never reserved
 // while waiting), so waiting writers cannot starve each other; a request
 // larger than the whole limit goes alone, once nothing else is pending.
+//
+// Two limits: bytes not yet in the image (max_pending_bytes, given back by
+// the applier) and bytes not yet durable (max_unsynced_bytes, given back by
+// the committer when it syncs).  The second keeps the journal close behind
+// the writers, so that a flush or a checkpoint waits for a few milliseconds
+// of journaling, not for hundreds of MiB queued in front of it.  It is
+// checked, not reserved: a few writers may pass it together.
 Status StoreImpl::WaitForRoom(uint64_t bytes) {
   const uint64_t limit = options_.max_pending_bytes;
+  const uint64_t unsynced_limit = options_.max_unsynced_bytes;
   auto take = [&] {
+    const uint64_t unsynced = unsynced_bytes_.load(std::memory_order_acquire);
+    if (unsynced_limit != 0 && unsynced != 0 && unsynced + bytes > unsynced_limit) return false;
     uint64_t cur = pending_bytes_.load(std::memory_order_acquire);
     while (cur + bytes <= limit || cur == 0) {
       if (pending_bytes_.compare_exchange_weak(cur, cur + bytes, std::memory_order_acq_rel)) {
+        unsynced_bytes_.fetch_add(bytes, std::memory_order_acq_rel);
         return true;
       }
     }
