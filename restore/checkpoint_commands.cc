@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <rewind/control/protocol.h>
 #include <rewind/journal/store.h>
+#include <rewind/vmstate/state_store.h>
 
 #include <iostream>
 #include <memory>
@@ -57,7 +58,32 @@ struct ListOptions {
   bool json = false;
 };
 
-void PrintTimeline(const std::vector<CheckpointInfo>& checkpoints) {
+// The saved state of a whole-VM checkpoint, if this store holds it (the
+// first store of `rewind vm checkpoint` does; the others hold only their
+// disk marker).
+struct SavedState {
+  bool here = false;
+  vm::StateInfo info;
+};
+
+std::vector<SavedState> SavedStates(const std::string& dir,
+                                    const std::vector<CheckpointInfo>& checkpoints) {
+  std::vector<SavedState> out(checkpoints.size());
+  for (size_t i = 0; i < checkpoints.size(); i++) {
+    if (checkpoints[i].kind != "vm") continue;
+    out[i].here = vm::PeekState(dir + "/vmstate", checkpoints[i].name, &out[i].info).ok();
+  }
+  return out;
+}
+
+std::string StateColumn(const CheckpointInfo& cp, const SavedState& st) {
+  if (cp.kind != "vm") return "-";
+  if (!st.here) return "other store";
+  return fmt::format("{} (+{})", HumanBytes(st.info.stream_bytes), HumanBytes(st.info.new_bytes));
+}
+
+void PrintTimeline(const std::vector<CheckpointInfo>& checkpoints,
+                   const std::vector<SavedState>& states) {
   if (checkpoints.empty()) {
     std::cout << "no checkpoints\n";
     return;
@@ -69,11 +95,13 @@ void PrintTimeline(const std::vector<CheckpointInfo>& checkpoints) {
                {"LSN", Align::kRight},
                {"TIME UTC", Align::kLeft},
                {"UNDO", Align::kRight},
+               {"VM STATE (+NEW)", Align::kRight},
                {"PINNED", Align::kLeft}});
-  for (const CheckpointInfo& cp : checkpoints) {
+  for (size_t i = 0; i < checkpoints.size(); i++) {
+    const CheckpointInfo& cp = checkpoints[i];
     table.AddRow({std::to_string(cp.id), cp.name, cp.kind, std::to_string(cp.lsn),
                   HumanTime(cp.time_ns, /*with_zone=*/false), HumanBytes(cp.undo_bytes),
-                  cp.pinned ? "yes" : "no"});
+                  StateColumn(cp, states[i]), cp.pinned ? "yes" : "no"});
   }
   table.Print(std::cout);
 }
@@ -86,12 +114,20 @@ Status RunList(const ListOptions& o) {
   Status closed = backend->Close();
   if (!s.ok()) return s;
   if (!closed.ok()) return closed;
+  const std::vector<SavedState> states = SavedStates(AbsoluteDir(o.dir), checkpoints);
   if (o.json) {
     nlohmann::json list = nlohmann::json::array();
-    for (const CheckpointInfo& cp : checkpoints) list.push_back(control::ToJson(cp));
+    for (size_t i = 0; i < checkpoints.size(); i++) {
+      nlohmann::json j = control::ToJson(checkpoints[i]);
+      if (states[i].here) {
+        j["state_bytes"] = states[i].info.stream_bytes;
+        j["state_new_bytes"] = states[i].info.new_bytes;
+      }
+      list.push_back(std::move(j));
+    }
     PrintJson({{"checkpoints", std::move(list)}});
   } else {
-    PrintTimeline(checkpoints);
+    PrintTimeline(checkpoints, states);
   }
   return Status::Ok();
 }
@@ -99,8 +135,13 @@ Status RunList(const ListOptions& o) {
 constexpr const char* kListFooter = R"(
 Shows the timeline oldest first: every checkpoint with its id, name, kind
 (disk, or vm for a whole-VM checkpoint), the LSN of the last write it covers,
-when it was taken, the before-images (undo) it holds and whether it is pinned
-against pruning.
+when it was taken, the before-images (undo) it holds, for a whole-VM
+checkpoint the size of its saved memory and device state and what it added
+to the store (chunks shared with other checkpoints are stored once; "other
+store" when the VM's first store holds it), and whether it is pinned
+against pruning.  With --json each checkpoint is a Checkpoint object of
+docs/control-protocol.md, plus "state_bytes" and "state_new_bytes" for a
+whole-VM checkpoint whose state this store holds.
 
 Examples:
   rewind list /var/lib/rewind/vm1

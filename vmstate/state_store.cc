@@ -410,6 +410,21 @@ uint64_t StateStoreBytes(const std::string& dir) {
   return total;
 }
 
+Status PeekState(const std::string& dir, const std::string& id, StateInfo* out) {
+  if (Status s = ValidateStateId(id); !s.ok()) return s;
+  const std::string path = dir + "/states/" + id + kStateSuffix;
+  std::string bytes;
+  rocksdb::IOStatus io = rocksdb::ReadFileToString(rocksdb::FileSystem::Default().get(), path, &bytes);
+  if (io.IsPathNotFound() || io.IsNotFound()) {
+    return Status::NotFound(fmt::format("no saved VM state '{}' in {}", id, dir));
+  }
+  if (Status s = FromIO(io, "read " + path); !s.ok()) return s;
+  Manifest m;
+  if (Status s = DecodeManifest(id, bytes, &m); !s.ok()) return s.WithPrefix(path);
+  *out = InfoOf(m);
+  return Status::Ok();
+}
+
 // ======================================================================
 // The store.
 // ======================================================================

@@ -154,6 +154,17 @@ TEST_CASE("whole-VM checkpoints in stop and live mode restore a running two-disk
     CHECK((*Find(list, "stop1"))["kind"] == "vm");
     CHECK((*Find(list, "live1"))["kind"] == "vm");
   }
+  // The first store holds the saved states, and `rewind list` shows their
+  // sizes as the checkpoint commands reported them; the second holds none.
+  {
+    json list0 = List(Dirs(vm)[0]);
+    CHECK((*Find(list0, "stop1"))["state_bytes"] == sj["state"]["stream_bytes"]);
+    CHECK((*Find(list0, "live1"))["state_new_bytes"] == lj["state"]["new_bytes"]);
+    json list1 = List(Dirs(vm)[1]);
+    CHECK_FALSE((*Find(list1, "stop1")).contains("state_bytes"));
+    ProcResult text = Cli({"list", Dirs(vm)[1]});
+    CHECK(text.out.find("other store") != std::string::npos);
+  }
 
   // A fresh QEMU, waiting for its state: back to the stop-mode checkpoint.
   vm.KillQemu();

@@ -118,4 +118,10 @@ class StateStore {
 // info` while another process holds the lock); 0 when it does not exist.
 uint64_t StateStoreBytes(const std::string& dir);
 
+// The manifest of saved state id in the state store dir, read without
+// opening the store (no lock: for `rewind list` while a checkpoint may be
+// running).  NotFound when there is no such state; Corruption when its
+// manifest is damaged.  Its chunks are not read.
+[[nodiscard]] Status PeekState(const std::string& dir, const std::string& id, StateInfo* out);
+
 }  // namespace rwd::vm
