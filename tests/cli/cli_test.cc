@@ -202,8 +202,9 @@ TEST_CASE("list shows the timeline oldest first", "[cli]") {
   std::vector<std::string> lines = NonEmptyLines(text.out);
   REQUIRE(lines.size() == 5);
   CHECK(std::regex_match(lines[0],
-                         std::regex(R"(\s*ID  NAME\s+KIND  \s*LSN  TIME UTC\s+\s*UNDO  PINNED)")));
-  CHECK(std::regex_match(lines[1], std::regex(R"(\s*1  zeta\s+disk  \s*\d+  \d{4}-.*  .*  no)")));
+                         std::regex(R"(\s*ID  NAME\s+KIND  \s*LSN  TIME UTC\s+\s*UNDO  \s*VM STATE \(\+NEW\)  PINNED)")));
+  // A disk checkpoint has no saved VM state: "-".
+  CHECK(std::regex_match(lines[1], std::regex(R"(\s*1  zeta\s+disk  \s*\d+  \d{4}-.*  .*  \s*-  no)")));
   CHECK(lines[2].find("alpha") != std::string::npos);
   CHECK(lines[3].find("mid") != std::string::npos);
   CHECK(lines[4].find("cp-4") != std::string::npos);
