@@ -80,6 +80,7 @@ const std::vector<std::string_view>& AllFaultPoints() {
       "zero.after_commit",        // a zero/trim is durable and applied, not yet acknowledged
       "checkpoint.before_commit", // a checkpoint is sequenced, not yet durable
       "checkpoint.after_commit",  // a group with a checkpoint is in RocksDB, not synced
+      "checkpoint.before_commit_pending",  // a pending checkpoint's commit, not yet written
       "rollback.after_checkpoint",  // the before-rollback checkpoint is durable, no marker
       "rollback.after_marker",    // the marker is durable, no block rewritten yet
       "rollback.after_write",     // one more run of blocks rewritten (not synced)

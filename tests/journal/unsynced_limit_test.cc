@@ -65,7 +65,7 @@ int SyncsDuring(uint64_t limit, int n, double* seconds) {
   return seen;
 }
 
-TEST_CASE("max_unsynced_bytes makes writers wait for syncs beyond it; 0 waits for none",
+TEST_CASE("max_unsynced_bytes makes writers wait for syncs beyond it, and 0 for none",
           "[journal][unsynced]") {
   double secs = 0;
   // 32 KiB: at most 8 blocks may be undurable, so 256 writes need about 31
