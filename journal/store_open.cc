@@ -227,6 +227,15 @@ Status Store::Check(const StoreOptions& o) {
                                 std::to_string(format::kFormatVersion) + " and " +
                                 std::to_string(format::kFormatVersionDisks));
   }
+  // A plain size= or image= given for a store of named disks: they would
+  // be checked against its first disk only, which is not what was meant.
+  const bool named = !m.disks.empty() && !m.disks.front().name.empty();
+  if (named && o.disks.empty() && (o.size != 0 || !o.image.empty())) {
+    return Status::InvalidArgument(
+        std::string(o.size != 0 ? "size=" : "image=") + " without a disk name, but the store " +
+        o.dir + " has named disks (" + Names(m.disks) +
+        "): give disk=NAME for each with size=NAME:SIZE or image=NAME:FILE, or leave them out");
+  }
   if (o.size != 0 && o.size != m.size) {
     return Status::InvalidArgument("size=" + std::to_string(o.size) + " does not match the store " +
                                    o.dir + " (" + std::to_string(m.size) + " bytes)");

@@ -669,6 +669,13 @@ TEST_CASE("several disks: bad disk specs are refused with one line, changing not
   // Right: by name only, or not at all.
   REQUIRE(Open(WithDisks(dir, {{"a", kM, ""}, {"b", 65536, img}})).ok());
   REQUIRE(Open(WithDisks(dir, {})).ok());
+  // A plain size= (or image=) without disk=: it would be checked against
+  // the first disk only, so it is refused, naming the disks.
+  {
+    StoreOptions unnamed = WithDisks(dir, {});
+    unnamed.size = kM;  // a's size: it would have passed as "matching"
+    ExpectRefused(unnamed, {"has named disks (a, b)", "size=NAME:SIZE"});
+  }
 
   // A store made without names takes none.
   const std::string plain_dir = tmp / "plain";
