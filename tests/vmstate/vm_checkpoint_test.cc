@@ -262,6 +262,32 @@ TEST_CASE("a plugin that dies at the marker or a name a store refuses: no checkp
     CHECK(q.RunState() == "running");
   }
 
+  SECTION("the saved state cannot be written (a write error, as on a full disk)") {
+    // The CLI runs with a file-size limit of 64 KiB and SIGXFSZ ignored, so
+    // its writes of the state's packs fail (EFBIG) part way, as they would
+    // with ENOSPC on a full disk.
+    std::vector<std::string> args = {"/bin/bash", "-c",
+                                     "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\"",
+                                     REWIND_CLI_PATH, "vm", "checkpoint", "--qmp",
+                                     vm.qemu().tool_qmp_path(), "--name", "nospace"};
+    for (const std::string& d : Dirs(vm)) args.push_back(d);
+    ProcResult r = RunProcess(args, 120s);
+    INFO(r.Describe());
+    CHECK_FALSE(r.ok());
+    CHECK(r.err.find("too large") != std::string::npos);  // strerror(EFBIG)
+    CHECK(q.RunState() == "running");
+    for (const std::string& d : Dirs(vm)) CHECK(Find(List(d), "nospace") == nullptr);
+    CHECK_FALSE(HasSavedState(vm.disk(0).store_dir(), "nospace"));
+    // The next checkpoint, with room, works and the guest runs on.
+    ProcResult again = VmCheckpoint(vm, "nospace", false);
+    INFO(again.Describe());
+    CHECK(again.ok());
+    CHECK(q.RunState() == "running");
+    for (const std::string& d : Dirs(vm)) CHECK(Find(List(d), "nospace") != nullptr);
+    REQUIRE(q.WaitForTick(q.Serial().LastTick()->counter + 2 * rwd::test::guest::kTickEvery, 30s));
+    CHECK(q.Serial().mismatches.empty());
+  }
+
   SECTION("the second store's plugin is killed as it writes the marker") {
     // The plugin of disk 1 dies (SIGKILL) at its first checkpoint.
     setenv("REWIND_CRASH_AT", "checkpoint.before_commit", 1);
