@@ -24,6 +24,8 @@ void StoreImpl::CommitterLoop() {
   auto last_sync = Clock::now();
   // Bytes of the writes committed since the last sync (as WaitForRoom
   // counted them): given back to unsynced_bytes_ when they are durable.
+  // Only counted under a limit (max_unsynced_bytes).
+  const bool count_unsynced = options_.max_unsynced_bytes != 0;
   uint64_t committed_unsynced = 0;
   std::vector<JournalOp> ops, rest;
   std::unique_lock<std::mutex> l(seq_mu_);
@@ -53,7 +55,9 @@ void StoreImpl::CommitterLoop() {
       }
       rest.clear();
       for (size_t i = begin; i < end; i++) {
-        if (ops[i].kind == OpKind::kWrite) committed_unsynced += ops[i].npages * page_size_;
+        if (count_unsynced && ops[i].kind == OpKind::kWrite) {
+          committed_unsynced += ops[i].npages * page_size_;
+        }
         rest.push_back(std::move(ops[i]));
       }
       Status s = CommitOps(rest);
@@ -76,8 +80,10 @@ void StoreImpl::CommitterLoop() {
       last_sync = Clock::now();
       std::lock_guard<std::mutex> g(state_mu_);
       durable_seq_.store(committed, std::memory_order_release);
-      unsynced_bytes_.fetch_sub(committed_unsynced, std::memory_order_acq_rel);
-      committed_unsynced = 0;
+      if (committed_unsynced != 0) {
+        unsynced_bytes_.fetch_sub(committed_unsynced, std::memory_order_acq_rel);
+        committed_unsynced = 0;
+      }
       state_cv_.notify_all();
     } else if (committed == durable) {
       last_sync = Clock::now();

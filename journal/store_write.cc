@@ -89,10 +89,11 @@ Status StoreImpl::WriteOn(DiskImpl& d, uint64_t offset, uint32_t len, const void
     ~GiveBack() {
       if (!*done) {
         pending->fetch_sub(bytes);
-        unsynced->fetch_sub(bytes);
+        if (unsynced != nullptr) unsynced->fetch_sub(bytes);
       }
     }
-  } give_back{&pending_bytes_, &unsynced_bytes_, room, &sequenced};
+  } give_back{&pending_bytes_, options_.max_unsynced_bytes != 0 ? &unsynced_bytes_ : nullptr, room,
+              &sequenced};
   RangeGuard guard(&d.range_lock, op.first_page * ps, end_page * ps);
 
   op.pages = std::shared_ptr<char>(new char[op.npages * ps], std::default_delete<char[]>());
@@ -264,12 +265,16 @@ Status StoreImpl::WaitForRoom(uint64_t bytes) {
   const uint64_t limit = options_.max_pending_bytes;
   const uint64_t unsynced_limit = options_.max_unsynced_bytes;
   auto take = [&] {
-    const uint64_t unsynced = unsynced_bytes_.load(std::memory_order_acquire);
-    if (unsynced_limit != 0 && unsynced != 0 && unsynced + bytes > unsynced_limit) return false;
+    if (unsynced_limit != 0) {
+      const uint64_t unsynced = unsynced_bytes_.load(std::memory_order_acquire);
+      if (unsynced != 0 && unsynced + bytes > unsynced_limit) return false;
+    }
     uint64_t cur = pending_bytes_.load(std::memory_order_acquire);
     while (cur + bytes <= limit || cur == 0) {
       if (pending_bytes_.compare_exchange_weak(cur, cur + bytes, std::memory_order_acq_rel)) {
-        unsynced_bytes_.fetch_add(bytes, std::memory_order_acq_rel);
+        // Counted only under a limit: no shared counter on the write path
+        // for nothing.
+        if (unsynced_limit != 0) unsynced_bytes_.fetch_add(bytes, std::memory_order_acq_rel);
         return true;
       }
     }
