@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/proc_util.h"
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -146,21 +148,9 @@ class HistoryStore : public test::UnusedStore {
   const int step_ms_;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rewind-ctlhist-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+// A temporary directory, removed with everything in it.
+struct TempDir : rwd::test::TempDir {
+  TempDir() : rwd::test::TempDir("rewind-ctlhist") {}
 };
 
 // An exclusive hook like the plugin's: refuses while `writers` > 0, counts

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/proc_util.h"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -123,21 +125,9 @@ class SlowRestoreStore : public test::UnusedStore {
   bool overwrite_ = false;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rewind-ctlrst-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+// A temporary directory, removed with everything in it.
+struct TempDir : rwd::test::TempDir {
+  TempDir() : rwd::test::TempDir("rewind-ctlrst") {}
 };
 
 std::unique_ptr<ControlServer> StartServer(rwd::Store* store) {

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/proc_util.h"
+
 #include "fake_store.h"
 
 #include <fcntl.h>
@@ -84,21 +86,9 @@ class FakeStore : public rwd::control::test::UnusedStore {
   std::vector<CheckpointInfo> cps_;
 };
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rewind-control-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+// A temporary directory, removed with everything in it.
+struct TempDir : rwd::test::TempDir {
+  TempDir() : rwd::test::TempDir("rewind-control") {}
 };
 
 std::unique_ptr<ControlServer> StartServer(FakeStore* store, ControlServerOptions options = {}) {

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/proc_util.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -26,21 +28,9 @@ using namespace rwd::control;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rewind-ctlvm-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+// A temporary directory, removed with everything in it.
+struct TempDir : rwd::test::TempDir {
+  TempDir() : rwd::test::TempDir("rewind-ctlvm") {}
 };
 
 constexpr uint64_t kSize = 1 << 20;
