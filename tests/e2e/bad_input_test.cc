@@ -10,28 +10,6 @@
 namespace rwd::test {
 namespace {
 
-// Starts nbdkit with params, which must make it refuse to start: it exits
-// non-zero within the timeout, and its log holds exactly one non-empty line,
-// which contains every one of phrases.  Returns that line.
-std::string ExpectNbdkitRefuses(const TempDir& work, const std::vector<std::string>& params,
-                                const std::vector<std::string>& phrases) {
-  auto server = NbdServer::Spawn(RewindOptions(work, params));
-  bool exited = server->WaitExit(std::chrono::seconds(30));
-  std::string log = server->log();
-  INFO("$ " << server->command() << "\n--- nbdkit log ---\n" << log << "--- end ---");
-  if (!exited) server->Kill9();
-  REQUIRE(exited);
-  CHECK(server->status().exited);
-  CHECK(server->status().code != 0);
-  auto lines = NonEmptyLines(log);
-  CHECK(lines.size() == 1);
-  for (const auto& p : phrases) {
-    INFO("expected phrase: " << p);
-    CHECK(log.find(p) != std::string::npos);
-  }
-  return lines.empty() ? "" : lines[0];
-}
-
 // The CLI with args must fail with one line on stderr holding every phrase,
 // and print nothing on stdout.
 void ExpectCliRefuses(const std::vector<std::string>& args, const std::vector<std::string>& phrases) {

@@ -37,26 +37,6 @@ std::unique_ptr<NbdClient> ConnectExport(const std::string& socket, const std::s
   return NbdClient::Connect(socket, o);
 }
 
-// The export names NBD_OPT_LIST returns, in order.
-std::vector<std::string> ListExports(const std::string& socket) {
-  std::vector<std::string> out;
-  nbd_handle* h = nbd_create();
-  REQUIRE(h != nullptr);
-  REQUIRE(nbd_set_opt_mode(h, true) == 0);
-  INFO(NbdClient::LastError());
-  REQUIRE(nbd_connect_unix(h, socket.c_str()) == 0);
-  auto cb = [](void* user, const char* name, const char* /*description*/) -> int {
-    static_cast<std::vector<std::string>*>(user)->emplace_back(name);
-    return 0;
-  };
-  int n = nbd_opt_list(h, nbd_list_callback{cb, &out, nullptr});
-  INFO(NbdClient::LastError());
-  CHECK(n >= 0);
-  nbd_opt_abort(h);
-  nbd_close(h);
-  return out;
-}
-
 // One request on a fresh connection to the control socket; the response.
 nlohmann::json Ask(const std::string& dir, const nlohmann::json& request) {
   auto c = LineClient::Connect(dir + "/control.sock");
@@ -96,27 +76,6 @@ uint64_t Checkpoint(const std::string& dir, const std::string& name) {
 // The LSN of the newest write of the store (on any disk).
 uint64_t NewestLsn(const std::string& dir) {
   return AskOk(dir, {{"op", "info"}}).value("newest_lsn", uint64_t{0});
-}
-
-// Starts nbdkit with params, which must make it refuse to start: it exits
-// non-zero, and its log is one non-empty line holding every one of phrases.
-std::string ExpectNbdkitRefuses(const TempDir& work, const std::vector<std::string>& params,
-                                const std::vector<std::string>& phrases) {
-  auto server = NbdServer::Spawn(RewindOptions(work, params));
-  bool exited = server->WaitExit(std::chrono::seconds(30));
-  std::string log = server->log();
-  INFO("$ " << server->command() << "\n--- nbdkit log ---\n" << log << "--- end ---");
-  if (!exited) server->Kill9();
-  REQUIRE(exited);
-  CHECK(server->status().exited);
-  CHECK(server->status().code != 0);
-  auto lines = NonEmptyLines(log);
-  CHECK(lines.size() == 1);
-  for (const auto& p : phrases) {
-    INFO("expected phrase: " << p);
-    CHECK(log.find(p) != std::string::npos);
-  }
-  return lines.empty() ? "" : lines[0];
 }
 
 // Reads [offset, offset+want.size()) through c and requires want.
@@ -189,12 +148,12 @@ TEST_CASE("multidisk: two disks of different sizes are two exports, each written
   b->Flush();
 
   // The export list: per disk, its live export, then one per checkpoint.
-  CHECK(ListExports(server->socket()) == std::vector<std::string>{"a", "b"});
+  CHECK(ListExportNames(server->socket()) == std::vector<std::string>{"a", "b"});
   nlohmann::json cp = RunCliJson({"checkpoint", dir, "--name", "X", "--json"});
   CHECK(cp.value("name", "") == "X");
-  CHECK(ListExports(server->socket()) == std::vector<std::string>{"a", "a@X", "b", "b@X"});
+  CHECK(ListExportNames(server->socket()) == std::vector<std::string>{"a", "a@X", "b", "b@X"});
   Checkpoint(dir, "Y");
-  CHECK(ListExports(server->socket()) ==
+  CHECK(ListExportNames(server->socket()) ==
         std::vector<std::string>{"a", "a@X", "a@Y", "b", "b@X", "b@Y"});
 
   // nbdinfo --list, as an operator would run it: names, sizes, read-only.
@@ -412,12 +371,12 @@ TEST_CASE("multidisk: a restart keeps each disk, and another disk list or size i
     std::copy(p43.begin(), p43.end(), want_b.begin());
     ExpectBytes(*b, 3 * kMiB, want_b, "b after restart");
     ExpectBytes(*ConnectExport(server->socket(), "b@c1"), 3 * kMiB, pb, "b@c1 after restart");
-    CHECK(ListExports(server->socket()) == std::vector<std::string>{"a", "a@c1", "b", "b@c1"});
+    CHECK(ListExportNames(server->socket()) == std::vector<std::string>{"a", "a@c1", "b", "b@c1"});
   }
   // No disk= at all: the store serves the disks it has.
   {
     auto server = StartRewind(tmp, {"dir=" + dir});
-    CHECK(ListExports(server->socket()) == std::vector<std::string>{"a", "a@c1", "b", "b@c1"});
+    CHECK(ListExportNames(server->socket()) == std::vector<std::string>{"a", "a@c1", "b", "b@c1"});
     ExpectBytes(*ConnectExport(server->socket(), "b@c1"), 3 * kMiB, pb, "b@c1, no disk=");
     CHECK(ConnectExport(server->socket(), "")->Size() == static_cast<int64_t>(kSizeA));
   }
@@ -557,7 +516,7 @@ TEST_CASE("multidisk: a store made without disk= keeps its exports \"\" and \"@N
   RunCliJson({"checkpoint", dir, "--name", "X", "--json"});
   live->Pwrite(Pattern(8192, 62), 4096);
 
-  CHECK(ListExports(server->socket()) == std::vector<std::string>{"", "@X"});
+  CHECK(ListExportNames(server->socket()) == std::vector<std::string>{"", "@X"});
   ExpectBytes(*ConnectExport(server->socket(), "@X"), 4096, p, "@X");
   CHECK(ConnectExport(server->socket(), "@X")->Size() == 4 << 20);
   for (const char* name : {"a", "a@X", "X"}) {

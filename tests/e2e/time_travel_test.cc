@@ -22,26 +22,6 @@ std::unique_ptr<NbdClient> ConnectExport(const std::string& socket, const std::s
   return NbdClient::Connect(socket, o);
 }
 
-// The export names and descriptions that NBD_OPT_LIST returns.
-std::vector<std::pair<std::string, std::string>> ListExports(const std::string& socket) {
-  std::vector<std::pair<std::string, std::string>> out;
-  nbd_handle* h = nbd_create();
-  REQUIRE(h != nullptr);
-  REQUIRE(nbd_set_opt_mode(h, true) == 0);
-  INFO(NbdClient::LastError());
-  REQUIRE(nbd_connect_unix(h, socket.c_str()) == 0);
-  auto cb = [](void* user, const char* name, const char* description) -> int {
-    static_cast<decltype(out)*>(user)->emplace_back(name, description);
-    return 0;
-  };
-  int n = nbd_opt_list(h, nbd_list_callback{cb, &out, nullptr});
-  INFO(NbdClient::LastError());
-  CHECK(n >= 0);
-  nbd_opt_abort(h);
-  nbd_close(h);
-  return out;
-}
-
 bool Listed(const std::vector<std::pair<std::string, std::string>>& list, const std::string& name) {
   for (const auto& e : list) {
     if (e.first == name) return true;
@@ -110,7 +90,7 @@ TEST_CASE("time travel: the export list shows the live disk and every checkpoint
   REQUIRE(RunCli({"checkpoint", dir, "--name", "one"}).ok());
   REQUIRE(RunCli({"checkpoint", dir, "--name", "two"}).ok());
 
-  auto list = ListExports(server->socket());
+  auto list = ListExportsWithDescriptions(server->socket());
   INFO("exports: " << list.size());
   CHECK(Listed(list, ""));
   CHECK(Listed(list, "@one"));

@@ -18,26 +18,6 @@ namespace {
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kSize = 16 * kMiB;
 
-// The export names that NBD_OPT_LIST returns.
-std::vector<std::string> ListExports(const std::string& socket) {
-  std::vector<std::string> out;
-  nbd_handle* h = nbd_create();
-  REQUIRE(h != nullptr);
-  REQUIRE(nbd_set_opt_mode(h, true) == 0);
-  INFO(NbdClient::LastError());
-  REQUIRE(nbd_connect_unix(h, socket.c_str()) == 0);
-  auto cb = [](void* user, const char* name, const char* /*description*/) -> int {
-    static_cast<std::vector<std::string>*>(user)->emplace_back(name);
-    return 0;
-  };
-  int n = nbd_opt_list(h, nbd_list_callback{cb, &out, nullptr});
-  INFO(NbdClient::LastError());
-  CHECK(n >= 0);
-  nbd_opt_abort(h);
-  nbd_close(h);
-  return out;
-}
-
 bool Listed(const std::vector<std::string>& list, const std::string& name) {
   return std::find(list.begin(), list.end(), name) != list.end();
 }
@@ -83,7 +63,7 @@ TEST_CASE("vm marker: a pending checkpoint is not exported until committed", "[e
 
   // Not listed, not served, not in the CLI's list.
   {
-    auto list = ListExports(server->socket());
+    auto list = ListExportNames(server->socket());
     CHECK(Listed(list, ""));
     CHECK_FALSE(Listed(list, "@vm1"));
     CHECK(list.size() == 1);
@@ -109,7 +89,7 @@ TEST_CASE("vm marker: a pending checkpoint is not exported until committed", "[e
   CHECK(c["pending"] == false);
   CHECK(c["lsn"] == cp["lsn"]);
   {
-    auto list = ListExports(server->socket());
+    auto list = ListExportNames(server->socket());
     CHECK(Listed(list, "@vm1"));
     CHECK(list.size() == 2);
     auto past = ConnectExport(server->socket(), "@vm1");

@@ -7,12 +7,14 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <libnbd.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/nbd_server.h"
@@ -60,6 +62,59 @@ inline NbdServerOptions RewindOptions(const TempDir& work, std::vector<std::stri
 
 inline std::unique_ptr<NbdServer> StartRewind(const TempDir& work, std::vector<std::string> params) {
   return NbdServer::Start(RewindOptions(work, std::move(params)));
+}
+
+// ------------------------------------------------------------- exports
+
+// The export names and descriptions that NBD_OPT_LIST returns, in order.
+inline std::vector<std::pair<std::string, std::string>> ListExportsWithDescriptions(
+    const std::string& socket) {
+  std::vector<std::pair<std::string, std::string>> out;
+  nbd_handle* h = nbd_create();
+  REQUIRE(h != nullptr);
+  REQUIRE(nbd_set_opt_mode(h, true) == 0);
+  INFO(NbdClient::LastError());
+  REQUIRE(nbd_connect_unix(h, socket.c_str()) == 0);
+  auto cb = [](void* user, const char* name, const char* description) -> int {
+    static_cast<std::vector<std::pair<std::string, std::string>>*>(user)->emplace_back(name,
+                                                                                        description);
+    return 0;
+  };
+  int n = nbd_opt_list(h, nbd_list_callback{cb, &out, nullptr});
+  INFO(NbdClient::LastError());
+  CHECK(n >= 0);
+  nbd_opt_abort(h);
+  nbd_close(h);
+  return out;
+}
+
+// The export names alone.
+inline std::vector<std::string> ListExportNames(const std::string& socket) {
+  std::vector<std::string> names;
+  for (auto& [name, description] : ListExportsWithDescriptions(socket)) names.push_back(name);
+  return names;
+}
+
+// Starts nbdkit with params, which must make it refuse to start: it exits
+// non-zero within 30 s, and its log holds exactly one non-empty line, which
+// contains every one of phrases.  Returns that line.
+inline std::string ExpectNbdkitRefuses(const TempDir& work, const std::vector<std::string>& params,
+                                       const std::vector<std::string>& phrases) {
+  auto server = NbdServer::Spawn(RewindOptions(work, params));
+  bool exited = server->WaitExit(std::chrono::seconds(30));
+  std::string log = server->log();
+  INFO("$ " << server->command() << "\n--- nbdkit log ---\n" << log << "--- end ---");
+  if (!exited) server->Kill9();
+  REQUIRE(exited);
+  CHECK(server->status().exited);
+  CHECK(server->status().code != 0);
+  auto lines = NonEmptyLines(log);
+  CHECK(lines.size() == 1);
+  for (const auto& p : phrases) {
+    INFO("expected phrase: " << p);
+    CHECK(log.find(p) != std::string::npos);
+  }
+  return lines.empty() ? "" : lines[0];
 }
 
 // Runs the rewind CLI with args.
