@@ -819,4 +819,12 @@ Status CheckRestoreOutput(const std::string& output, const std::string& store_di
   return Status::Ok();
 }
 
+Status CheckRestoreOutput(const std::string& output, const StoreInfo& info) {
+  Status s = CheckRestoreOutput(output, info.dir, info.image_path);
+  for (size_t i = 0; s.ok() && i < info.disks.size(); i++) {
+    s = CheckRestoreOutput(output, info.dir, info.disks[i].image_path);
+  }
+  return s;
+}
+
 }  // namespace rwd::control

@@ -172,10 +172,7 @@ json Restore(const Context& c) {
   if (s.ok()) s = c.store.ResolvePoint(c.req.to, &point);
   StoreInfo info;
   if (s.ok()) s = c.store.GetInfo(&info);
-  if (s.ok()) s = CheckRestoreOutput(c.req.output, info.dir, info.image_path);
-  for (size_t i = 1; s.ok() && i < info.disks.size(); i++) {
-    s = CheckRestoreOutput(c.req.output, info.dir, info.disks[i].image_path);
-  }
+  if (s.ok()) s = CheckRestoreOutput(c.req.output, info);
   if (!s.ok()) return c.Fail(s);
 
   ProgressLines lines(c.req, c.channel, c.options.keepalive_ms,

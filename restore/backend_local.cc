@@ -36,15 +36,7 @@ class LocalBackend final : public Backend {
     if (Status s = store_->ResolvePoint(point, &resolved); !s.ok()) return s;
     StoreInfo info;
     if (Status s = store_->GetInfo(&info); !s.ok()) return s;
-    // No disk's live image may be the output.
-    if (Status s = control::CheckRestoreOutput(output, info.dir, info.image_path); !s.ok()) {
-      return s;
-    }
-    for (const DiskInfo& di : info.disks) {
-      if (Status s = control::CheckRestoreOutput(output, info.dir, di.image_path); !s.ok()) {
-        return s;
-      }
-    }
+    if (Status s = control::CheckRestoreOutput(output, info); !s.ok()) return s;
     RestoreOptions options;
     options.output = output;
     options.overwrite = force;

@@ -210,6 +210,9 @@ std::string ToLine(const nlohmann::json& message);
 // itself reports that).  Shared by the server and the CLI's local backend.
 [[nodiscard]] Status CheckRestoreOutput(const std::string& output, const std::string& store_dir,
                                         const std::string& image_path);
+// The same against the store of info: its directory and every disk's live
+// image.
+[[nodiscard]] Status CheckRestoreOutput(const std::string& output, const StoreInfo& info);
 
 // ---- Disks -----------------------------------------------------------------
 
