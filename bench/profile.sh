@@ -7,6 +7,7 @@
 # Usage: bench/profile.sh [randwrite|randread|seqwrite]   (default randwrite)
 # Environment: PROF_TARGET=rewind|file, PROF_RUNTIME=10 (s), PROF_SIZE=1G,
 #              PROF_DIR=$BUILD_DIR/prof, BUILD_DIR=build, PROF_TOP=40
+# Also prints the server's CPU time per request (all nbdkit threads).
 # The perf data stays in $PROF_DIR/perf.data for `perf report -i`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,14 +57,25 @@ fio --name=fill --ioengine=nbd --uri="$URI" --size="$SIZE" --rw=write --bs=1M --
   --end_fsync=1 >/dev/null
 sync
 echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+# CPU time of the server process (all its threads: nbdkit's, the committer's
+# and the applier's), user + system, in clock ticks.  Divided by the
+# operations fio completed it gives the server's CPU cost per request.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICKS0=$(cpu_ticks "$PID")
 fio --name="$WORKLOAD" --ioengine=nbd --uri="$URI" --size="$SIZE" "${OPTS[@]}" \
   --time_based --runtime="$RUNTIME" --output-format=terse >"$DIR/fio.terse" &
 FIO=$!
 sleep 1
 perf record -q -a -g -o "$DIR/perf.data" -- sleep $((RUNTIME - 2)) 2>/dev/null
 wait "$FIO"
+TICKS1=$(cpu_ticks "$PID")
 # terse v3: field 49 is write IOPS, field 8 read IOPS
-awk -F';' -v w="$WORKLOAD" 'NF > 50 { print w ": read IOPS " $8 ", write IOPS " $49 }' "$DIR/fio.terse"
+awk -F';' -v w="$WORKLOAD" -v t=$((TICKS1 - TICKS0)) -v hz="$(getconf CLK_TCK)" -v rt="$RUNTIME" '
+  NF > 50 {
+    ops = ($8 + $49) * rt
+    printf "%s: read IOPS %s, write IOPS %s, server CPU %.1f us per request (%.2f s)\n",
+           w, $8, $49, ops ? t / hz * 1e6 / ops : 0, t / hz
+  }' "$DIR/fio.terse"
 echo
 echo "== by thread (comm)"
 perf report -i "$DIR/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
