@@ -4,6 +4,7 @@
 
 #include <rewind/journal/fault_point.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -101,31 +102,44 @@ Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
 Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end) {
   if (begin >= end) return Status::Ok();
   const uint64_t ps = page_size_;
-  struct Newest {
-    uint64_t lsn;
-    const char* data;
-  };
-  // pages[disk]: page -> its newest content.  One disk, nearly always.
-  std::vector<std::map<uint64_t, Newest>> pages(disks_.size());
+  // Every page the writes touch, sorted by (disk, page, LSN): the newest
+  // content of each page comes last and is the one kept.  A sort of a
+  // vector kept across rounds: no allocation per page.
+  std::vector<PageToApply>& pages = apply_pages_;
+  pages.clear();
   for (size_t i = begin; i < end; i++) {
     const ApplyOp& op = ops[i];
     for (uint64_t p = 0; p < op.npages; p++) {
-      pages[op.disk][op.first_page + p] = Newest{op.lsn, op.pages.get() + p * ps};
+      pages.push_back(PageToApply{op.disk, op.first_page + p, op.lsn, op.pages.get() + p * ps});
     }
   }
-  for (size_t disk = 0; disk < pages.size(); disk++) {
-    if (pages[disk].empty()) continue;
-    DiskImpl& d = *disks_[disk];
-    std::vector<IoVec> iov;
-    for (const auto& [page, n] : pages[disk]) {
-      uint64_t off = page * ps;
+  std::sort(pages.begin(), pages.end(), [](const PageToApply& a, const PageToApply& b) {
+    if (a.disk != b.disk) return a.disk < b.disk;
+    return a.page != b.page ? a.page < b.page : a.lsn < b.lsn;
+  });
+  size_t kept = 0;
+  for (size_t i = 0; i < pages.size(); i++) {
+    const bool newest =
+        i + 1 == pages.size() || pages[i + 1].disk != pages[i].disk || pages[i + 1].page != pages[i].page;
+    if (newest) pages[kept++] = pages[i];
+  }
+  pages.resize(kept);
+  for (size_t first = 0; first < pages.size();) {
+    size_t last = first;
+    while (last < pages.size() && pages[last].disk == pages[first].disk) last++;
+    DiskImpl& d = *disks_[pages[first].disk];
+    std::vector<IoVec>& iov = apply_iov_;
+    iov.clear();
+    for (size_t i = first; i < last; i++) {
+      const PageToApply& n = pages[i];
+      uint64_t off = n.page * ps;
       uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(ps, d.size() - off));
       if (!iov.empty()) {
-        IoVec& last = iov.back();
-        if (last.offset + last.length == off &&
-            static_cast<const char*>(last.data) + last.length == n.data &&
-            last.length < (4u << 20)) {
-          last.length += len;
+        IoVec& prev = iov.back();
+        if (prev.offset + prev.length == off &&
+            static_cast<const char*>(prev.data) + prev.length == n.data &&
+            prev.length < (4u << 20)) {
+          prev.length += len;
           continue;
         }
       }
@@ -136,7 +150,8 @@ Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t en
     Status s = d.image->WriteV(iov);
     if (!s.ok()) return s;
     FaultPoint("apply.after_image_write");
-    for (const auto& [page, n] : pages[disk]) d.overlay.RemoveIf(page, n.lsn);
+    for (size_t i = first; i < last; i++) d.overlay.RemoveIf(pages[i].page, pages[i].lsn);
+    first = last;
   }
   return Status::Ok();
 }

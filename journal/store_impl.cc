@@ -77,31 +77,81 @@ void EpochStamps::Set(uint64_t block, uint32_t stamp) {
 
 // ---- Overlay ----
 
+const Overlay::Slot* Overlay::Shard::Find(uint64_t page) const {
+  if (slots.empty()) return nullptr;
+  const size_t mask = slots.size() - 1;
+  for (size_t i = Hash(page) & mask;; i = (i + 1) & mask) {
+    const Slot& slot = slots[i];
+    if (slot.page == page) return &slot;
+    if (slot.page == kFree) return nullptr;
+  }
+}
+
+void Overlay::Shard::Rehash(size_t want) {
+  size_t cap = 16;
+  while (cap * 5 / 8 < want) cap *= 2;  // at most 5/8 full after a rehash
+  std::vector<Slot> old(cap);
+  old.swap(slots);
+  removed = 0;
+  const size_t mask = cap - 1;
+  for (Slot& from : old) {
+    if (from.page == kFree || from.page == kRemoved) continue;
+    size_t i = Hash(from.page) & mask;
+    while (slots[i].page != kFree) i = (i + 1) & mask;
+    slots[i] = std::move(from);
+  }
+}
+
 bool Overlay::Read(uint64_t page, char* out) const {
   const Shard& s = shards_[page % kShards];
   std::lock_guard<std::mutex> l(s.mu);
-  auto it = s.map.find(page);
-  if (it == s.map.end()) return false;
-  std::memcpy(out, it->second.data.get(), page_size_);
+  const Slot* slot = s.Find(page);
+  if (slot == nullptr) return false;
+  std::memcpy(out, slot->data.get(), page_size_);
   return true;
 }
 
 void Overlay::Put(uint64_t page, uint64_t lsn, std::shared_ptr<const char> data) {
   Shard& s = shards_[page % kShards];
   std::lock_guard<std::mutex> l(s.mu);
-  auto [it, inserted] = s.map.try_emplace(page);
-  it->second.lsn = lsn;
-  it->second.data = std::move(data);
-  if (inserted) count_.fetch_add(1, std::memory_order_release);
+  if (Slot* slot = s.Find(page)) {
+    slot->lsn = lsn;
+    slot->data = std::move(data);
+    return;
+  }
+  // Free and removed slots together must stay above 1/4 of the table, or
+  // probes for absent pages grow long.
+  if ((s.used + s.removed + 1) * 4 > s.slots.size() * 3) s.Rehash(s.used + 1);
+  const size_t mask = s.slots.size() - 1;
+  size_t i = Hash(page) & mask;
+  while (s.slots[i].page != kFree && s.slots[i].page != kRemoved) i = (i + 1) & mask;
+  if (s.slots[i].page == kRemoved) s.removed--;
+  s.slots[i].page = page;
+  s.slots[i].lsn = lsn;
+  s.slots[i].data = std::move(data);
+  s.used++;
+  count_.fetch_add(1, std::memory_order_release);
 }
 
 void Overlay::RemoveIf(uint64_t page, uint64_t lsn) {
   Shard& s = shards_[page % kShards];
   std::lock_guard<std::mutex> l(s.mu);
-  auto it = s.map.find(page);
-  if (it != s.map.end() && it->second.lsn == lsn) {
-    s.map.erase(it);
-    count_.fetch_sub(1, std::memory_order_release);
+  Slot* slot = s.Find(page);
+  if (slot == nullptr || slot->lsn != lsn) return;
+  slot->page = kRemoved;
+  slot->data.reset();
+  s.used--;
+  s.removed++;
+  count_.fetch_sub(1, std::memory_order_release);
+  // An emptied shard starts afresh: no tombstones to probe past.  A table
+  // much larger than what it holds shrinks.
+  if (s.used == 0) {
+    if (s.slots.size() > 1024) {
+      std::vector<Slot>().swap(s.slots);
+    } else {
+      for (Slot& x : s.slots) x.page = kFree;
+    }
+    s.removed = 0;
   }
 }
 

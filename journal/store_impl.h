@@ -54,6 +54,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -103,12 +104,13 @@ class EpochStamps {
 };
 
 // Pages whose newest content is journaled but not yet in the image.
+//
+// Every write puts its pages here and the applier removes them once they
+// are in the image, so Put and RemoveIf are on the hot path of every
+// request.  Each shard is an open-addressing hash table (linear probing,
+// tombstones, no allocation per entry), locked by its own mutex.
 class Overlay {
  public:
-  struct Entry {
-    uint64_t lsn = 0;
-    std::shared_ptr<const char> data;  // page_size bytes
-  };
   explicit Overlay(uint32_t page_size) : page_size_(page_size) {}
   // Copies the page into out and returns true when the overlay holds it.
   bool Read(uint64_t page, char* out) const;
@@ -119,10 +121,27 @@ class Overlay {
 
  private:
   static constexpr size_t kShards = 64;
+  static constexpr uint64_t kFree = ~0ull;       // slot never used since the last rehash
+  static constexpr uint64_t kRemoved = ~0ull - 1;  // tombstone: probing goes on past it
+  struct Slot {
+    uint64_t page = kFree;
+    uint64_t lsn = 0;
+    std::shared_ptr<const char> data;  // page_size bytes
+  };
   struct Shard {
     mutable std::mutex mu;
-    std::unordered_map<uint64_t, Entry> map;  // GUARDED_BY(mu)
+    std::vector<Slot> slots;  // GUARDED_BY(mu); size 0 or a power of two
+    size_t used = 0;          // GUARDED_BY(mu): live entries
+    size_t removed = 0;       // GUARDED_BY(mu): tombstones
+    // The slot holding page, or nullptr.
+    const Slot* Find(uint64_t page) const;
+    Slot* Find(uint64_t page) { return const_cast<Slot*>(std::as_const(*this).Find(page)); }
+    // Rebuilds the table with room for at least want live entries.
+    void Rehash(size_t want);
   };
+  static size_t Hash(uint64_t page) {
+    return static_cast<size_t>((page / kShards) * 0x9E3779B97F4A7C15ull >> 20);
+  }
   uint32_t page_size_;
   Shard shards_[kShards];
   std::atomic<uint64_t> count_{0};
@@ -340,6 +359,15 @@ class StoreImpl final : public Store {
   Status ApplyOps(std::vector<ApplyOp>& ops);
   Status ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end);
   Status PersistApplied(uint64_t lsn);
+  // ApplyWrites' working space, kept across rounds (applier thread only).
+  struct PageToApply {
+    uint32_t disk;
+    uint64_t page;
+    uint64_t lsn;
+    const char* data;
+  };
+  std::vector<PageToApply> apply_pages_;
+  std::vector<IoVec> apply_iov_;
   void StopThreads();
 
   uint64_t NowNs() const;

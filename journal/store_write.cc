@@ -96,7 +96,13 @@ Status StoreImpl::WriteOn(DiskImpl& d, uint64_t offset, uint32_t len, const void
               &sequenced};
   RangeGuard guard(&d.range_lock, op.first_page * ps, end_page * ps);
 
-  op.pages = std::shared_ptr<char>(new char[op.npages * ps], std::default_delete<char[]>());
+  // One allocation for the buffer and its reference count; the overlay, the
+  // committer and the applier share it (aliasing shared_ptrs, no copies).
+  {
+    auto buffer = std::make_shared_for_overwrite<char[]>(op.npages * ps);
+    char* raw = buffer.get();
+    op.pages = std::shared_ptr<char>(std::move(buffer), raw);
+  }
   char* pages = op.pages.get();
   op.head = static_cast<uint32_t>(offset - op.first_page * ps);
   if (op.head != 0) {
