@@ -422,6 +422,9 @@ class SnapshotImpl final : public Snapshot {
   // coalesced into one read: a restore's journal part reads the log
   // nearly sequentially rather than one random block at a time.
   Status FetchJournalBlocks(const std::function<Status(uint64_t, const char*)>& fn);
+  // Lays the redo records of (L_e, L] over the blocks of where (block ->
+  // its content, holding its before-image), in LSN order.
+  Status LayRedo(const std::unordered_map<uint64_t, char*>& where);
   // The blocks changed since the point (as of Build), ascending.
   std::vector<uint64_t> ChangedBlocks() {
     std::lock_guard<std::shared_mutex> l(mu_);
@@ -607,6 +610,59 @@ Status SnapshotImpl::Materialize(uint64_t b, const Source& src, char* out) {
   return Status::Ok();
 }
 
+namespace {
+
+// A payload to read from the payload log.
+struct PayloadWant {
+  records::PayloadRef ref;
+  uint64_t length = 0;
+};
+
+// Neighbours in the payload log closer than kGap, in a span under kSpan,
+// are read with one read.
+constexpr uint64_t kGap = 256 << 10, kSpan = 4 << 20;
+
+// Reads wants (in the order given; ascending in the log reads it nearly
+// sequentially), coalescing neighbours into one read, checks each payload's
+// hash and calls fn(i, payload) for wants[i].  what(i) names a payload in an
+// error.
+Status ReadPayloadsInOrder(Vlog& vlog, const std::vector<PayloadWant>& wants,
+                           const std::function<std::string(size_t)>& what,
+                           const std::function<Status(size_t, std::string_view)>& fn) {
+  std::string span;
+  size_t i = 0;
+  while (i < wants.size()) {
+    const records::PayloadRef& first = wants[i].ref;
+    uint64_t end = first.offset + wants[i].length;
+    size_t j = i + 1;
+    while (j < wants.size()) {
+      const records::PayloadRef& p = wants[j].ref;
+      const uint64_t pend = p.offset + wants[j].length;
+      if (p.segment != first.segment || p.offset < first.offset || p.offset > end + kGap ||
+          pend - first.offset > kSpan) {
+        break;
+      }
+      end = std::max(end, pend);
+      j++;
+    }
+    Status s = vlog.Read(VlogRef{first.segment, first.offset},
+                         static_cast<uint32_t>(end - first.offset), what(i), &span);
+    if (!s.ok()) return s;
+    for (size_t k = i; k < j; k++) {
+      std::string_view payload(span.data() + (wants[k].ref.offset - first.offset), wants[k].length);
+      if (records::PayloadHash(payload) != wants[k].ref.hash) {
+        return Status::Corruption(what(k) + ": payload fails its hash");
+      }
+      s = fn(k, payload);
+      if (!s.ok()) return s;
+    }
+    i = j;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status SnapshotImpl::FetchJournalBlocks(const std::function<Status(uint64_t, const char*)>& fn) {
   StoreImpl& st = *store_;
   const uint64_t bs = st.meta_.block_size;
@@ -620,56 +676,169 @@ Status SnapshotImpl::FetchJournalBlocks(const std::function<Status(uint64_t, con
     items.reserve(blocks_.size());
     for (const auto& [b, src] : blocks_) items.push_back(Item{b, src});
   }
-  std::unique_ptr<char[]> block(new char[bs]);
-  // Blocks with redo to lay over, or all zeros: one at a time.
-  std::vector<Item*> plain;
+  auto length_ok = [&](const Item& it) -> Status {
+    if (it.src.undo.length == disk_.BlockLength(it.block)) return Status::Ok();
+    return Status::Corruption("before-image of block " + std::to_string(it.block) + " has length " +
+                              std::to_string(it.src.undo.length));
+  };
+  auto undo_what = [&](const Item& it) { return "before-image of block " + std::to_string(it.block); };
+
+  // 1. Blocks whose content is their before-image: read in payload log
+  //    order.
+  std::vector<Item*> plain, layered;
   for (Item& it : items) {
-    if (it.src.redo.empty() && it.src.undo.kind == format::UndoKind::kData) {
-      plain.push_back(&it);
-      continue;
-    }
-    Status s = Materialize(it.block, it.src, block.get());
-    if (s.ok()) s = fn(it.block, block.get());
-    if (!s.ok()) return s;
+    (it.src.redo.empty() && it.src.undo.kind == format::UndoKind::kData ? plain : layered)
+        .push_back(&it);
   }
   std::sort(plain.begin(), plain.end(), [](const Item* a, const Item* b) {
     return std::tie(a->src.undo.payload.segment, a->src.undo.payload.offset) <
            std::tie(b->src.undo.payload.segment, b->src.undo.payload.offset);
   });
-  // Coalesce: same segment, gaps under kGap, spans under kSpan.
-  constexpr uint64_t kGap = 256 << 10, kSpan = 4 << 20;
-  std::string span;
-  size_t i = 0;
-  while (i < plain.size()) {
-    const auto& first = plain[i]->src.undo.payload;
-    uint64_t end = first.offset + plain[i]->src.undo.length;
-    size_t j = i + 1;
-    while (j < plain.size()) {
-      const auto& p = plain[j]->src.undo.payload;
-      const uint64_t pend = p.offset + plain[j]->src.undo.length;
-      if (p.segment != first.segment || p.offset > end + kGap || pend - first.offset > kSpan) break;
-      end = std::max(end, pend);
-      j++;
+  {
+    std::vector<PayloadWant> wants;
+    wants.reserve(plain.size());
+    for (const Item* it : plain) {
+      Status s = length_ok(*it);
+      if (!s.ok()) return s;
+      wants.push_back(PayloadWant{it->src.undo.payload, it->src.undo.length});
     }
-    Status s = st.vlog_->Read(VlogRef{first.segment, first.offset},
-                              static_cast<uint32_t>(end - first.offset), "before-images", &span);
+    Status s = ReadPayloadsInOrder(
+        *st.vlog_, wants, [&](size_t i) { return undo_what(*plain[i]); },
+        [&](size_t i, std::string_view payload) { return fn(plain[i]->block, payload.data()); });
     if (!s.ok()) return s;
-    for (size_t k = i; k < j; k++) {
-      const Item& it = *plain[k];
-      if (it.src.undo.length != disk_.BlockLength(it.block)) {
-        return Status::Corruption("before-image of block " + std::to_string(it.block) +
-                                  " has length " + std::to_string(it.src.undo.length));
+  }
+
+  // 2. Blocks with redo records to lay over their before-image (or whose
+  //    before-image is zeros), in batches held in memory: each batch's
+  //    before-images are read in payload log order, then the redo records
+  //    of (L_e, L] in LSN order, which is also payload log order.  So a
+  //    restore to a point deep inside a long epoch reads the log nearly
+  //    sequentially once per batch, instead of a record lookup and a
+  //    random read per record and block.
+  const uint64_t batch_bytes =
+      st.options_.restore_batch_bytes != 0 ? st.options_.restore_batch_bytes : 256ull << 20;
+  const size_t per_batch = std::max<uint64_t>(1, batch_bytes / bs);
+  std::sort(layered.begin(), layered.end(),
+            [](const Item* a, const Item* b) { return a->block < b->block; });
+  for (size_t bi = 0; bi < layered.size();) {
+    const size_t bj = std::min(layered.size(), bi + per_batch);
+    std::unique_ptr<char[]> buf(new char[(bj - bi) * bs]);
+    std::unordered_map<uint64_t, char*> where;  // block -> its content in buf
+    where.reserve(bj - bi);
+    std::vector<Item*> with_data;
+    bool any_redo = false;
+    for (size_t k = bi; k < bj; k++) {
+      Item& it = *layered[k];
+      char* out = buf.get() + (k - bi) * bs;
+      where.emplace(it.block, out);
+      if (!it.src.redo.empty()) any_redo = true;
+      if (it.src.undo.kind == format::UndoKind::kZeros) {
+        std::memset(out, 0, disk_.BlockLength(it.block));
+        continue;
       }
-      std::string_view payload(span.data() + (it.src.undo.payload.offset - first.offset),
-                               it.src.undo.length);
-      s = records::CheckPayload(it.src.undo.payload, payload,
-                                "before-image of block " + std::to_string(it.block));
-      if (s.ok()) s = fn(it.block, payload.data());
+      Status s = length_ok(it);
+      if (!s.ok()) return s;
+      with_data.push_back(&it);
+    }
+    std::sort(with_data.begin(), with_data.end(), [](const Item* a, const Item* b) {
+      return std::tie(a->src.undo.payload.segment, a->src.undo.payload.offset) <
+             std::tie(b->src.undo.payload.segment, b->src.undo.payload.offset);
+    });
+    std::vector<PayloadWant> wants;
+    wants.reserve(with_data.size());
+    for (const Item* it : with_data) wants.push_back(PayloadWant{it->src.undo.payload, it->src.undo.length});
+    Status s = ReadPayloadsInOrder(
+        *st.vlog_, wants, [&](size_t i) { return undo_what(*with_data[i]); },
+        [&](size_t i, std::string_view payload) {
+          std::memcpy(where[with_data[i]->block], payload.data(), payload.size());
+          return Status::Ok();
+        });
+    if (!s.ok()) return s;
+    if (any_redo) {
+      s = LayRedo(where);
       if (!s.ok()) return s;
     }
-    i = j;
+    for (size_t k = bi; k < bj; k++) {
+      s = fn(layered[k]->block, where[layered[k]->block]);
+      if (!s.ok()) return s;
+    }
+    bi = bj;
   }
   return Status::Ok();
+}
+
+// The redo records of (L_e, L] of this disk, laid in LSN order over the
+// blocks of where (block -> its content, holding its before-image).
+// Writes are gathered into runs whose payloads lie close together in the
+// log, each read with one read.
+Status SnapshotImpl::LayRedo(const std::unordered_map<uint64_t, char*>& where) {
+  StoreImpl& st = *store_;
+  const uint64_t bs = st.meta_.block_size;
+  const uint64_t L = point_.lsn;
+  std::vector<records::RedoHeader> run;
+  std::vector<PayloadWant> wants;
+  std::vector<uint64_t> run_lsns;
+  auto lay = [&](const records::RedoHeader& h, const char* payload) {
+    for (uint64_t b = h.offset / bs; b <= (h.offset + h.length - 1) / bs; b++) {
+      auto w = where.find(b);
+      if (w == where.end()) continue;
+      const uint64_t begin = b * bs;
+      const uint64_t lo = std::max(begin, h.offset);
+      const uint64_t hi = std::min(begin + disk_.BlockLength(b), h.offset + h.length);
+      if (lo >= hi) continue;
+      if (payload != nullptr) {
+        std::memcpy(w->second + (lo - begin), payload + (lo - h.offset), hi - lo);
+      } else {
+        std::memset(w->second + (lo - begin), 0, hi - lo);
+      }
+    }
+  };
+  auto flush = [&]() -> Status {
+    Status s = ReadPayloadsInOrder(
+        *st.vlog_, wants, [&](size_t i) { return "redo record " + std::to_string(run_lsns[i]); },
+        [&](size_t i, std::string_view payload) {
+          lay(run[i], payload.data());
+          return Status::Ok();
+        });
+    run.clear();
+    wants.clear();
+    run_lsns.clear();
+    return s;
+  };
+  std::unique_ptr<rocksdb::Iterator> it(st.db_->NewIterator(rocksdb::ReadOptions(), st.redo_cf_));
+  uint64_t expect = epoch_lsn_ + 1;
+  for (it->Seek(records::RedoKey(expect)); it->Valid() && expect <= L; it->Next(), expect++) {
+    uint64_t lsn = 0;
+    Status s = records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn);
+    if (s.ok() && lsn != expect) {
+      s = Status::Corruption("redo record " + std::to_string(expect) + " is missing");
+    }
+    records::RedoHeader h;
+    if (s.ok()) s = records::DecodeRedo(lsn, std::string_view(it->value().data(), it->value().size()), &h);
+    if (s.ok() && (h.length == 0 || h.offset + h.length > disk_.size()) && h.disk == disk_.index()) {
+      s = Status::Corruption("redo record " + std::to_string(lsn) + " lies beyond the disk");
+    }
+    if (!s.ok()) return Status::Corruption("the point " + point_.text + " needs a damaged record: " + s.message());
+    if (h.disk != disk_.index()) continue;
+    bool touches = false;
+    for (uint64_t b = h.offset / bs; !touches && b <= (h.offset + h.length - 1) / bs; b++) {
+      touches = where.count(b) != 0;
+    }
+    if (!touches) continue;
+    if (h.type == format::RedoType::kWrite) {
+      run.push_back(h);
+      wants.push_back(PayloadWant{h.payload, h.length});
+      run_lsns.push_back(lsn);
+      if (run.size() >= 4096) s = flush();
+    } else {  // zero or trim: after the writes before it
+      s = flush();
+      if (s.ok()) lay(h, nullptr);
+    }
+    if (!s.ok()) return s;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read the redo journal");
+  if (expect <= L) return Status::Corruption("redo record " + std::to_string(expect) + " is missing");
+  return flush();
 }
 
 Status SnapshotImpl::FindLateUndo(uint64_t b, uint64_t from, uint64_t to, Source* out) {

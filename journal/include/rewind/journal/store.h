@@ -102,6 +102,10 @@ struct StoreOptions {
   uint64_t vlog_segment_bytes = 0;
   // RocksDB memtable size of the redo and undo families; 0: 64 MiB.
   uint64_t journal_write_buffer_bytes = 0;
+  // Memory a restore uses for the blocks it builds from a before-image with
+  // redo records laid over it (one batch; larger restores take several
+  // passes over the redo records); 0: 256 MiB.
+  uint64_t restore_batch_bytes = 0;
 };
 
 struct CheckpointInfo {
