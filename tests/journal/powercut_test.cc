@@ -79,12 +79,10 @@ std::string Describe(const rwd::test::HarnessStats& s) {
       s.acked_checkpoints, s.checkpoints_checked, s.store_verifies, s.sectors_checked);
 }
 
-void PowerCutLoop(Config cfg, uint64_t seed, int iterations) {
+// One store through `iterations` cuts.
+void PowerCutStore(const Config& cfg, uint64_t seed, int iterations) {
   INFO(fmt::format("seed {} (REWIND_POWERCUT_SEED), size {}, block size {}", seed, cfg.size,
                    cfg.block_size));
-  // Store::Verify reads the whole history: every 8th reopen keeps a long
-  // run linear.
-  cfg.verify_every = 8;
   Harness h(cfg, seed);
   h.Open();
   h.Verify("after creation");
@@ -151,9 +149,22 @@ void PowerCutLoop(Config cfg, uint64_t seed, int iterations) {
     }
   }
   h.Close();
-  fmt::print("power-cut loop (size {}, block size {}, seed {}): {}\n", cfg.size, cfg.block_size,
-             seed, Describe(h.stats()));
+  fmt::print("power-cut loop (size {}, block size {}, seed {}, {} iterations): {}\n", cfg.size,
+             cfg.block_size, seed, iterations, Describe(h.stats()));
   AddStats(h.stats());
+}
+
+// A long run starts a fresh store every REWIND_POWERCUT_PER_STORE (100)
+// iterations: history, Store::Verify and checkpoint reads grow with a
+// store's age, and this keeps the cost of a cut bounded.
+void PowerCutLoop(Config cfg, uint64_t seed, int iterations) {
+  cfg.verify_every = 8;  // Store::Verify reads the whole history
+  const int per_store = static_cast<int>(std::max<uint64_t>(1, EnvU64("REWIND_POWERCUT_PER_STORE", 100)));
+  for (int done = 0, round = 0; done < iterations; round++) {
+    const int n = std::min(per_store, iterations - done);
+    PowerCutStore(cfg, seed + 7919 * static_cast<uint64_t>(round), n);
+    done += n;
+  }
 }
 
 int Iterations(int share_of_60) {
