@@ -31,6 +31,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -151,6 +152,7 @@ void PowerCutStore(const Config& cfg, uint64_t seed, int iterations) {
   h.Close();
   fmt::print("power-cut loop (size {}, block size {}, seed {}, {} iterations): {}\n", cfg.size,
              cfg.block_size, seed, iterations, Describe(h.stats()));
+  std::fflush(stdout);  // a long run shows its progress
   AddStats(h.stats());
 }
 
@@ -187,6 +189,7 @@ TEST_CASE("power cuts at random moments keep every acknowledged write", "[journa
   }
   // Sections run one per pass: the totals are complete after the last.
   fmt::print("power cuts at random moments, all loops so far: {}\n", Describe(g_totals));
+  std::fflush(stdout);
 }
 
 TEST_CASE("power cuts at each named fault point keep every acknowledged write",
