@@ -4,6 +4,9 @@
 #   make test    install what is missing, build, run the whole test suite
 #   make bench   install what is missing, build, run bench/run.sh
 #   make build   configure (RelWithDebInfo) and build into build/
+#   make powercuts   the long power-cut run (>= 1,000 cuts; docs/reliability.md)
+#   make ioop-crashes  a power cut at every I/O operation of each scenario,
+#                    with a second seed (the default run uses the first)
 #   make deps    install missing Debian packages (cheap when all are there)
 #   make clean   remove build/ and the demo store
 #
@@ -19,7 +22,7 @@ CTEST_JOBS ?= 2
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench clean powercuts ioop-crashes
 
 all: build
 
@@ -34,6 +37,19 @@ build: deps
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
+
+# Not part of `make test`: ctest runs the same test cases with 60 cuts.
+POWERCUT_ITERATIONS ?= 1200
+POWERCUT_SEED ?= 20240611
+powercuts: build
+	REWIND_POWERCUT_ITERATIONS=$(POWERCUT_ITERATIONS) REWIND_POWERCUT_SEED=$(POWERCUT_SEED) \
+	  $(BUILD_DIR)/tests/journal/journal_tests -w NoTests \
+	  "power cuts at random moments keep every acknowledged write,power cuts under concurrent writers keep every acknowledged write"
+
+IOOP_SEED ?= 7
+ioop-crashes: build
+	REWIND_IOOP_STRIDE=1 REWIND_IOOP_SEED=$(IOOP_SEED) \
+	  $(BUILD_DIR)/tests/journal/journal_tests -w NoTests "[ioop]"
 
 demo: build
 	BUILD_DIR=$(BUILD_DIR) scripts/demo.sh

@@ -15,8 +15,9 @@ PACKAGES=(
   # libraries the code links against
   librocksdb-dev liburing-dev libxxhash-dev libzstd-dev libfmt-dev
   nlohmann-json3-dev libcli11-dev
-  # tests
-  catch2
+  # tests (fiu-utils: fiu-run/fiu-ctrl and libfiu's POSIX preload, which
+  # make the plugin's own syscalls fail in tests/e2e/ioerror_fiu_test.cc)
+  catch2 fiu-utils
   # benchmark and images (qemu-utils: qemu-img and qemu-nbd, the qcow2 target;
   # python3-matplotlib: bench/plot.py)
   fio qemu-utils python3-matplotlib

@@ -76,7 +76,7 @@ class FaultWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
   IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                   rocksdb::IODebugContext* dbg) override {
     std::lock_guard<std::mutex> l(fs_->mu_);
-    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_);
+    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_, "append");
     if (!s.ok()) return s;
     s = target()->Append(data, o, dbg);
     if (s.ok()) state_->size += data.size();
@@ -89,7 +89,7 @@ class FaultWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
   IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
                             const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
     std::lock_guard<std::mutex> l(fs_->mu_);
-    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_);
+    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_, "append");
     if (!s.ok()) return s;
     s = target()->PositionedAppend(data, offset, o, dbg);
     if (s.ok()) state_->size = std::max<uint64_t>(state_->size, offset + data.size());
@@ -103,7 +103,7 @@ class FaultWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
   IOStatus Truncate(uint64_t size, const rocksdb::IOOptions& o,
                     rocksdb::IODebugContext* dbg) override {
     std::lock_guard<std::mutex> l(fs_->mu_);
-    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_);
+    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_, "truncate");
     if (!s.ok()) return s;
     s = target()->Truncate(size, o, dbg);
     if (s.ok()) {
@@ -137,12 +137,13 @@ class FaultWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
  private:
   IOStatus DoSync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg, bool full) {
     std::lock_guard<std::mutex> l(fs_->mu_);
-    IOStatus s = fs_->CheckLocked(&fs_->sync_inj_, path_);
+    IOStatus s = fs_->CheckLocked(&fs_->sync_inj_, path_, "sync");
     if (!s.ok()) return s;
     if (fs_->forward_syncs_) {
       s = full ? target()->Fsync(o, dbg) : target()->Sync(o, dbg);
       if (!s.ok()) return s;
     }
+    if (fs_->lying_syncs_) return IOStatus::OK();
     state_->synced = state_->size;
     fs_->syncs_++;
     return IOStatus::OK();
@@ -170,7 +171,7 @@ class FaultDirectory : public rocksdb::FSDirectoryWrapper {
   template <typename F>
   IOStatus DoSync(F forward) {
     std::lock_guard<std::mutex> l(fs_->mu_);
-    IOStatus s = fs_->CheckLocked(&fs_->sync_inj_, dir_);
+    IOStatus s = fs_->CheckLocked(&fs_->sync_inj_, dir_, "sync");
     if (!s.ok()) return s;
     if (fs_->forward_syncs_) {
       s = forward();
@@ -182,6 +183,53 @@ class FaultDirectory : public rocksdb::FSDirectoryWrapper {
 
   FaultInjectionFS* fs_;
   const std::string dir_;
+};
+
+// Passes reads and writes through; Fsync/Sync make the tracked file (if
+// any) durable up to its appended length, as fsync(2) of the whole file.
+class FaultRandomRWFile : public rocksdb::FSRandomRWFileOwnerWrapper {
+ public:
+  FaultRandomRWFile(FaultInjectionFS* fs, std::string path,
+                    std::unique_ptr<rocksdb::FSRandomRWFile> target)
+      : FSRandomRWFileOwnerWrapper(std::move(target)), fs_(fs), path_(std::move(path)) {}
+
+  IOStatus Write(uint64_t offset, const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                 rocksdb::IODebugContext* dbg) override {
+    std::lock_guard<std::mutex> l(fs_->mu_);
+    IOStatus s = fs_->CheckLocked(&fs_->write_inj_, path_, "write");
+    if (!s.ok()) return s;
+    return target()->Write(offset, data, o, dbg);
+  }
+  IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+    return DoSync(o, dbg, false);
+  }
+  IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+    return DoSync(o, dbg, true);
+  }
+  IOStatus Close(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+    std::lock_guard<std::mutex> l(fs_->mu_);
+    IOStatus s = target()->Close(o, dbg);
+    if (!fs_->active_) return fs_->Dead("close " + path_);
+    return s;
+  }
+
+ private:
+  IOStatus DoSync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg, bool full) {
+    std::lock_guard<std::mutex> l(fs_->mu_);
+    IOStatus s = fs_->CheckLocked(&fs_->sync_inj_, path_, "sync");
+    if (!s.ok()) return s;
+    if (fs_->forward_syncs_) {
+      s = full ? target()->Fsync(o, dbg) : target()->Sync(o, dbg);
+      if (!s.ok()) return s;
+    }
+    auto it = fs_->files_.find(path_);
+    if (it != fs_->files_.end()) it->second->synced = it->second->size;
+    fs_->syncs_++;
+    return IOStatus::OK();
+  }
+
+  FaultInjectionFS* fs_;
+  const std::string path_;
 };
 
 // ---- FaultInjectionFS ----
@@ -206,6 +254,11 @@ bool FaultInjectionFS::IsActive() const {
   return active_;
 }
 
+void FaultInjectionFS::set_lying_syncs(bool on) {
+  std::lock_guard<std::mutex> l(mu_);
+  lying_syncs_ = on;
+}
+
 void FaultInjectionFS::set_forward_syncs(bool on) {
   std::lock_guard<std::mutex> l(mu_);
   forward_syncs_ = on;
@@ -215,8 +268,17 @@ IOStatus FaultInjectionFS::Dead(const std::string& what) const {
   return IOStatus::IOError("FaultInjectionFS: power is off", what);
 }
 
-IOStatus FaultInjectionFS::CheckLocked(Injector* inj, const std::string& path) {
+void FaultInjectionFS::SetIoCounter(std::shared_ptr<IoCounter> counter) {
+  std::lock_guard<std::mutex> l(mu_);
+  counter_ = std::move(counter);
+}
+
+IOStatus FaultInjectionFS::CheckLocked(Injector* inj, const std::string& path, const char* op) {
   if (!active_) return Dead(path);
+  if (counter_ && !counter_->Use(std::string(op) + " " + IoCounter::KindOf(path))) {
+    active_ = false;  // the power went just before this operation
+    return Dead(std::string(op) + " " + path);
+  }
   if (inj == nullptr || !inj->armed) return IOStatus::OK();
   const FsFault& f = inj->fault;
   if (!f.path_contains.empty() && path.find(f.path_contains) == std::string::npos) {
@@ -344,7 +406,7 @@ IOStatus FaultInjectionFS::NewWritableFile(const std::string& fname, const rocks
                                            rocksdb::IODebugContext* dbg) {
   const std::string f = Normal(fname);
   std::lock_guard<std::mutex> l(mu_);
-  IOStatus s = CheckLocked(nullptr, f);
+  IOStatus s = CheckLocked(nullptr, f, "create");
   if (!s.ok()) return s;
   bool existed = PathExists(f);
   s = target()->NewWritableFile(f, o, r, dbg);
@@ -358,7 +420,7 @@ IOStatus FaultInjectionFS::ReopenWritableFile(const std::string& fname,
                                               rocksdb::IODebugContext* dbg) {
   const std::string f = Normal(fname);
   std::lock_guard<std::mutex> l(mu_);
-  IOStatus s = CheckLocked(nullptr, f);
+  IOStatus s = CheckLocked(nullptr, f, "reopen");
   if (!s.ok()) return s;
   struct stat st;
   bool existed = stat(f.c_str(), &st) == 0;
@@ -386,10 +448,15 @@ IOStatus FaultInjectionFS::ReuseWritableFile(const std::string& fname, const std
 IOStatus FaultInjectionFS::NewRandomRWFile(const std::string& fname, const rocksdb::FileOptions& o,
                                            std::unique_ptr<rocksdb::FSRandomRWFile>* r,
                                            rocksdb::IODebugContext* dbg) {
-  // Untracked: RocksDB's DB path does not use random-write files.
+  // See FaultRandomRWFile: passed through, its fsync tracked.
+  const std::string f = Normal(fname);
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead(fname);
-  return target()->NewRandomRWFile(fname, o, r, dbg);
+  IOStatus s = CheckLocked(nullptr, f, "open read-write");
+  if (!s.ok()) return s;
+  s = target()->NewRandomRWFile(f, o, r, dbg);
+  if (!s.ok()) return s;
+  *r = std::make_unique<FaultRandomRWFile>(this, f, std::move(*r));
+  return IOStatus::OK();
 }
 
 IOStatus FaultInjectionFS::NewDirectory(const std::string& name, const rocksdb::IOOptions& o,
@@ -406,7 +473,7 @@ IOStatus FaultInjectionFS::DeleteFile(const std::string& fname, const rocksdb::I
                                       rocksdb::IODebugContext* dbg) {
   const std::string f = Normal(fname);
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead("delete " + f);
+  if (IOStatus s = CheckLocked(nullptr, f, "delete"); !s.ok()) return s;
   if (!PathExists(f)) return target()->DeleteFile(f, o, dbg);  // its own NotFound
   // Park the file instead of deleting it, so that an undone delete can
   // bring back its durable content.
@@ -420,7 +487,7 @@ IOStatus FaultInjectionFS::RenameFile(const std::string& src_in, const std::stri
                                       const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) {
   const std::string src = Normal(src_in), dst = Normal(dst_in);
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead("rename " + src);
+  if (IOStatus s = CheckLocked(nullptr, dst, "rename to"); !s.ok()) return s;
   if (!PathExists(src)) return target()->RenameFile(src, dst, o, dbg);
   std::string parked;
   if (PathExists(dst)) {
@@ -446,7 +513,7 @@ IOStatus FaultInjectionFS::LinkFile(const std::string& src_in, const std::string
                                     const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) {
   const std::string src = Normal(src_in), dst = Normal(dst_in);
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead("link " + dst);
+  if (IOStatus s = CheckLocked(nullptr, dst, "link"); !s.ok()) return s;
   IOStatus s = target()->LinkFile(src, dst, o, dbg);
   if (!s.ok()) return s;
   auto st = TrackNewLocked(dst, false);
@@ -459,7 +526,7 @@ IOStatus FaultInjectionFS::Truncate(const std::string& fname, size_t size,
                                     const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) {
   const std::string f = Normal(fname);
   std::lock_guard<std::mutex> l(mu_);
-  IOStatus s = CheckLocked(&write_inj_, f);
+  IOStatus s = CheckLocked(&write_inj_, f, "truncate");
   if (!s.ok()) return s;
   s = target()->Truncate(f, size, o, dbg);
   auto it = files_.find(f);
@@ -473,7 +540,7 @@ IOStatus FaultInjectionFS::Truncate(const std::string& fname, size_t size,
 IOStatus FaultInjectionFS::CreateDir(const std::string& d, const rocksdb::IOOptions& o,
                                      rocksdb::IODebugContext* dbg) {
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead("mkdir " + d);
+  if (IOStatus s = CheckLocked(nullptr, Normal(d), "mkdir"); !s.ok()) return s;
   return target()->CreateDir(d, o, dbg);
 }
 
@@ -481,13 +548,16 @@ IOStatus FaultInjectionFS::CreateDirIfMissing(const std::string& d, const rocksd
                                               rocksdb::IODebugContext* dbg) {
   std::lock_guard<std::mutex> l(mu_);
   if (!active_) return Dead("mkdir " + d);
+  // Counted only when it creates something.
+  if (PathExists(Normal(d))) return target()->CreateDirIfMissing(d, o, dbg);
+  if (IOStatus s = CheckLocked(nullptr, Normal(d), "mkdir"); !s.ok()) return s;
   return target()->CreateDirIfMissing(d, o, dbg);
 }
 
 IOStatus FaultInjectionFS::DeleteDir(const std::string& d, const rocksdb::IOOptions& o,
                                      rocksdb::IODebugContext* dbg) {
   std::lock_guard<std::mutex> l(mu_);
-  if (!active_) return Dead("rmdir " + d);
+  if (IOStatus s = CheckLocked(nullptr, Normal(d), "rmdir"); !s.ok()) return s;
   return target()->DeleteDir(d, o, dbg);
 }
 

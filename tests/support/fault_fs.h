@@ -21,12 +21,21 @@
 //    being destroyed cannot "fix" the disk.  Reads still work.
 //  * Errors.  FailSyncs/FailWrites make matching calls fail with IOError or
 //    NoSpace without doing anything (a failed sync leaves the data unsynced).
+//  * Counting.  With an IoCounter attached (SetIoCounter), every mutating
+//    call is numbered on it, and the power goes off at the operation it
+//    names (see io_counter.h).
+//  * Random-access files (NewRandomRWFile: the payload log syncs its newest
+//    segment this way when it opens) are passed through; their Fsync makes
+//    a tracked file durable up to what was appended, their writes are not
+//    tracked (nothing in the store writes through them).
 //
 // Syncs are not forwarded to the real file system by default: durability is
 // what this double tracks, and real fsyncs would only slow the tests.
 //
 // Thread-safe.  Files opened through it must not outlive it.
 #pragma once
+
+#include "support/io_counter.h"
 
 #include <rocksdb/file_system.h>
 
@@ -81,6 +90,12 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
   void FailWrites(const FsFault& f);  // Append/PositionedAppend/Truncate
   void ClearFaults();
   uint64_t injected_failures() const;
+  // Numbers every mutating call on counter (null: none); the power goes off
+  // when the counter says so.
+  void SetIoCounter(std::shared_ptr<IoCounter> counter);
+  // A broken disk, for tests that show their checks can fail: file syncs
+  // report success and make nothing durable.
+  void set_lying_syncs(bool on);
 
   // ---- observation (for tests and messages) ----
   struct FileInfo {
@@ -129,6 +144,7 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
  private:
   friend class FaultWritableFile;
   friend class FaultDirectory;
+  friend class FaultRandomRWFile;
 
   struct FileState {
     uint64_t size = 0;
@@ -150,8 +166,9 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
     int64_t failed = 0;
   };
 
-  // The status for a mutating call on path, or OK.  Must hold mu_.
-  rocksdb::IOStatus CheckLocked(Injector* inj, const std::string& path);
+  // The status for a mutating call (op, e.g. "append") on path, or OK:
+  // the power, then the counter, then the injector.  Must hold mu_.
+  rocksdb::IOStatus CheckLocked(Injector* inj, const std::string& path, const char* op);
   rocksdb::IOStatus Dead(const std::string& what) const;
   std::shared_ptr<FileState> TrackNewLocked(const std::string& path, bool existed);
   std::string ParkLocked(const std::string& path);  // moves a file to the trash
@@ -162,12 +179,14 @@ class FaultInjectionFS : public rocksdb::FileSystemWrapper {
   mutable std::mutex mu_;
   bool active_ = true;                                       // GUARDED_BY(mu_)
   bool forward_syncs_ = false;                               // GUARDED_BY(mu_)
+  bool lying_syncs_ = false;                                 // GUARDED_BY(mu_)
   std::map<std::string, std::shared_ptr<FileState>> files_;  // GUARDED_BY(mu_)
   std::map<std::string, std::vector<DirOp>> dir_ops_;        // GUARDED_BY(mu_)
   Injector sync_inj_, write_inj_;                            // GUARDED_BY(mu_)
   uint64_t injected_ = 0;                                    // GUARDED_BY(mu_)
   uint64_t syncs_ = 0, dir_syncs_ = 0;                       // GUARDED_BY(mu_)
   uint64_t park_seq_ = 0;                                    // GUARDED_BY(mu_)
+  std::shared_ptr<IoCounter> counter_;                       // GUARDED_BY(mu_)
   std::string trash_;                                        // created on first use
 };
 

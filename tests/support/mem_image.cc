@@ -69,6 +69,10 @@ Status MemImage::CheckLocked(Op op, const char* what) {
   if (!active_ && op != Op::kRead) {
     return Status::IOError(std::string("MemImage: power is off: ") + what + " " + path_);
   }
+  if (op != Op::kRead && counter_ && !counter_->Use(std::string("image ") + what)) {
+    active_ = false;  // the power went just before this operation
+    return Status::IOError(std::string("MemImage: power is off: ") + what + " " + path_);
+  }
   auto it = inject_.find(op);
   if (it == inject_.end()) return Status::Ok();
   Injected& in = it->second;
@@ -82,6 +86,11 @@ Status MemImage::CheckLocked(Op op, const char* what) {
 void MemImage::InjectError(Op op, int err, uint64_t skip, int64_t times) {
   std::lock_guard<std::mutex> l(mu_);
   inject_[op] = Injected{err, skip, times, 0};
+}
+
+void MemImage::SetIoCounter(std::shared_ptr<IoCounter> counter) {
+  std::lock_guard<std::mutex> l(mu_);
+  counter_ = std::move(counter);
 }
 
 void MemImage::ClearErrors() {
@@ -290,6 +299,7 @@ Status MemImageFactory::Open(const std::string& path, bool create, uint64_t size
     if (it == images_.end()) {
       if (!create) return Status::NotFound("MemImage: no image at " + path);
       img = std::make_shared<MemImage>(path, size);
+      img->SetIoCounter(counter_);
       images_[path] = img;
     } else {
       img = it->second;
@@ -319,6 +329,26 @@ std::shared_ptr<MemImage> MemImageFactory::Only() const {
 void MemImageFactory::SetActive(bool active) {
   std::lock_guard<std::mutex> l(mu_);
   for (auto& [path, img] : images_) img->SetActive(active);
+}
+
+void MemImageFactory::SetIoCounter(std::shared_ptr<IoCounter> counter) {
+  std::lock_guard<std::mutex> l(mu_);
+  counter_ = counter;
+  for (auto& [path, img] : images_) img->SetIoCounter(counter);
+}
+
+void MemImageFactory::PutCopy(const std::string& path, const MemImage& from) {
+  auto img = std::make_shared<MemImage>(path, 0);
+  {
+    std::lock_guard<std::mutex> f(from.mu_);
+    std::lock_guard<std::mutex> l(img->mu_);
+    img->live_ = from.durable_;
+    img->durable_ = from.durable_;
+    img->allocated_ = from.allocated_;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  img->SetIoCounter(counter_);
+  images_[path] = img;
 }
 
 void MemImageFactory::SimulatePowerCut(std::mt19937_64& rng) {

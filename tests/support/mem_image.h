@@ -18,6 +18,8 @@
 // Thread-safe.
 #pragma once
 
+#include "support/io_counter.h"
+
 #include <rewind/journal/image_file.h>
 
 #include <cstdint>
@@ -57,6 +59,9 @@ class MemImage {
   void InjectError(Op op, int err, uint64_t skip = 0, int64_t times = 1);
   void ClearErrors();
   uint64_t injected_failures() const;
+  // Numbers every write, zero and sync on counter (null: none); the power
+  // goes off when the counter says so (see io_counter.h).
+  void SetIoCounter(std::shared_ptr<IoCounter> counter);
 
   // ---- observation ----
   std::vector<char> Live() const;
@@ -111,6 +116,7 @@ class MemImage {
   uint64_t syncs_ = 0;             // GUARDED_BY(mu_)
   int handles_ = 0;                // GUARDED_BY(mu_)
   std::string violations_;         // GUARDED_BY(mu_)
+  std::shared_ptr<IoCounter> counter_;  // GUARDED_BY(mu_)
 };
 
 class MemImageFactory : public ImageFileFactory {
@@ -126,9 +132,16 @@ class MemImageFactory : public ImageFileFactory {
   // On every image.
   void SetActive(bool active);
   void SimulatePowerCut(std::mt19937_64& rng);
+  // On every image, also those opened later.
+  void SetIoCounter(std::shared_ptr<IoCounter> counter);
+  // A new image at path with from's durable content and allocation, all
+  // durable (for tests that start many runs from one saved state).
+  // Replaces any image at path.
+  void PutCopy(const std::string& path, const MemImage& from);
 
  private:
   mutable std::mutex mu_;
+  std::shared_ptr<IoCounter> counter_;  // GUARDED_BY(mu_)
   std::map<std::string, std::shared_ptr<MemImage>> images_;  // GUARDED_BY(mu_)
 };
 

@@ -44,6 +44,7 @@ std::unique_ptr<NbdServer> NbdServer::Spawn(NbdServerOptions options) {
   argv.insert(argv.end(), options.nbdkit_flags.begin(), options.nbdkit_flags.end());
   argv.push_back(options.plugin);
   argv.insert(argv.end(), options.params.begin(), options.params.end());
+  argv.insert(argv.begin(), options.wrapper.begin(), options.wrapper.end());
   for (const auto& a : argv) {
     if (!s->command_.empty()) s->command_ += ' ';
     s->command_ += a;

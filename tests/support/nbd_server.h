@@ -28,6 +28,10 @@ struct NbdServerOptions {
   std::vector<std::string> params;
   // Further nbdkit flags, placed before the plugin.
   std::vector<std::string> nbdkit_flags;
+  // A command that runs nbdkit (e.g. {"fiu-run", "-x"}), placed before it.
+  // It must exec nbdkit, so that the pid is nbdkit's and --exit-with-parent
+  // still ties it to the test.
+  std::vector<std::string> wrapper;
   // Where the socket, pid file and nbdkit's log go.  Required.
   std::string workdir;
   // The Unix socket; empty: workdir + "/nbd.sock".
