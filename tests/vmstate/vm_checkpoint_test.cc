@@ -225,7 +225,13 @@ TEST_CASE("a whole-VM checkpoint interrupted by QEMU's death leaves nothing half
       const bool visible0 = Find(List(vm.disk(0).store_dir()), name) != nullptr;
       const bool visible1 = Find(List(vm.disk(1).store_dir()), name) != nullptr;
       const bool state = HasSavedState(vm.disk(0).store_dir(), name);
-      if (r.ok()) {
+      // Three outcomes are right: made and resumed; made, and the tool says
+      // that resuming failed (QEMU died after the commit, before `cont`:
+      // on a busy machine even 60 ms can fall there); nothing made.
+      const bool taken_not_resumed =
+          !r.ok() && r.err.find("checkpoint " + name + " taken, but resuming the VM failed") !=
+                         std::string::npos;
+      if (r.ok() || taken_not_resumed) {
         CHECK(visible0);
         CHECK(visible1);
         CHECK(state);
