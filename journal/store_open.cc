@@ -266,6 +266,11 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
     std::vector<DiskSpec> specs;
     s = CheckNewStore(options, &specs);
     if (!s.ok()) return s;
+    // The store holds every byte the disk ever held, and the control
+    // socket: its directory is the owner's alone.
+    if (::chmod(options.dir.c_str(), 0700) != 0) {
+      return Status::FromErrno(errno, "chmod " + options.dir);
+    }
     // A creation of ours that crashed before its meta file left no store:
     // start over.  CheckNewStore refused anything else.
     if (fs::exists(CreatingMarker(options.dir), ec)) {
