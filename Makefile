@@ -3,6 +3,7 @@
 #   make demo    install what is missing, build, run scripts/demo.sh
 #   make test    install what is missing, build, run the whole test suite
 #   make bench   install what is missing, build, run bench/run.sh
+#   make corruption  the long run of store-file corruption (CORRUPTION_TRIALS per kind)
 #   make build   configure (RelWithDebInfo) and build into build/
 #   make deps    install missing Debian packages (cheap when all are there)
 #   make clean   remove build/ and the demo store
@@ -19,7 +20,7 @@ CTEST_JOBS ?= 2
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench clean corruption
 
 all: build
 
@@ -34,6 +35,12 @@ build: deps
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
+
+# Byte flips and truncations in every kind of store file, many per kind
+# (docs/reliability.md, "Corruption"); the short run is part of make test.
+CORRUPTION_TRIALS ?= 200
+corruption: build
+	REWIND_CORRUPTION_TRIALS=$(CORRUPTION_TRIALS) $(BUILD_DIR)/tests/e2e/e2e_tests '[corruption-long]'
 
 demo: build
 	BUILD_DIR=$(BUILD_DIR) scripts/demo.sh

@@ -55,7 +55,10 @@ class Bystander {
  private:
   void Run() {
     try {
-      for (uint64_t i = 1; !stop_; ++i) {
+      // Bounded, so that a test that hangs elsewhere cannot fill the disk
+      // with journal.
+      for (uint64_t i = 1; !stop_ && i <= kMaxRounds; ++i) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
         const auto data = Pattern(kBlock, 7000000 + i);
         const uint64_t off = base_ + (i % 16) * kBlock;
         client_->Pwrite(data, off, i % 3 == 0 ? LIBNBD_CMD_FLAG_FUA : 0);
@@ -70,6 +73,7 @@ class Bystander {
       error_ = std::string("bystander: ") + e.what();
     }
   }
+  static constexpr uint64_t kMaxRounds = 20000;  // 1.25 GiB of writes at most
   const uint64_t base_;
   std::unique_ptr<NbdClient> client_;
   std::thread thread_;
