@@ -602,3 +602,92 @@ TEST_CASE("corruption long: many flips and truncations per kind of store file",
 
 }  // namespace
 }  // namespace rwd::test
+
+namespace rwd::test {
+namespace {
+
+// Through nbdkit: a time-travel export whose block needs a damaged payload
+// answers EIO for that block (never its wrong bytes) and serves the rest;
+// the live disk is untouched; restore to that point refuses, verify names
+// the damage.
+TEST_CASE("corruption: a damaged payload makes the time-travel export answer EIO, restore "
+          "refuse and verify name it",
+          "[e2e][corruption]") {
+  RequireNbdkitOrSkip();
+  TempDir tmp;
+  const std::string dir = tmp / "store";
+  const Bytes a = Pattern(kBlock, 501), b = Pattern(kBlock, 502), c = Pattern(kBlock, 503);
+  {
+    auto server = StartRewind(tmp, {"dir=" + dir, "size=1M"});
+    auto live = NbdClient::Connect(server->socket());
+    live->Pwrite(a, 0);
+    live->Pwrite(c, kBlock);
+    live->Flush();
+    RunCliJson({"checkpoint", dir, "--name", "cp1", "--json"});
+    live->Pwrite(b, 0);  // block 0's before-image in epoch 1 is a
+    live->Flush();
+    live->Shutdown();
+    REQUIRE(server->Stop().success());
+  }
+  // Damage every copy of a in the payload log: the first write's payload
+  // and block 0's before-image.
+  int copies = 0;
+  for (const auto& e : fs::directory_iterator(dir + "/vlog")) {
+    std::string data = ReadFile(e.path().string());
+    const std::string needle(a.begin(), a.end());
+    for (size_t pos = data.find(needle); pos != std::string::npos; pos = data.find(needle, pos + 1)) {
+      data[pos + 100] ^= 0x40;
+      copies++;
+    }
+    WriteFile(e.path().string(), data);
+  }
+  REQUIRE(copies == 2);
+
+  ProcResult verify = RunCli({"verify", dir});
+  INFO(verify.Describe());
+  CHECK(verify.status.code == 1);
+  CHECK(verify.out.find("before-image of block 0") != std::string::npos);
+  CHECK(verify.out.find("redo record 1") != std::string::npos);
+
+  auto server = StartRewind(tmp, {"dir=" + dir});
+  {
+    NbdClientOptions o;
+    o.export_name = "@cp1";
+    auto past = NbdClient::Connect(server->socket(), o);
+    int err = 0;
+    try {
+      (void)past->Pread(kBlock, 0);
+    } catch (const NbdError& e) {
+      err = e.error();
+    }
+    CHECK(err == EIO);
+    const bool rest_right = past->Pread(kBlock, kBlock) == c;  // from the live image
+    CHECK(rest_right);
+    o.export_name = "@lsn:1";  // right after the first write: its payload is damaged
+    auto first = NbdClient::Connect(server->socket(), o);
+    err = 0;
+    try {
+      (void)first->Pread(kBlock, 0);
+    } catch (const NbdError& e) {
+      err = e.error();
+    }
+    CHECK(err == EIO);
+    auto live = NbdClient::Connect(server->socket());
+    const bool live_right = live->Pread(kBlock, 0) == b;
+    CHECK(live_right);
+  }
+  // Restore to the damaged point refuses, online and offline, leaving no file.
+  for (bool online : {true, false}) {
+    if (!online) REQUIRE(server->Stop().success());
+    INFO((online ? "online" : "offline"));
+    const std::string out = tmp / (online ? "on.raw" : "off.raw");
+    ProcResult r = RunCli({"restore", dir, "--to", "cp1", "--output", out});
+    INFO(r.Describe());
+    CHECK(r.status.code == 1);
+    CHECK(NonEmptyLines(r.err).size() == 1);
+    CHECK(!fs::exists(out));
+  }
+}
+
+}  // namespace
+}  // namespace rwd::test
