@@ -127,7 +127,7 @@ void CheckVerifyClean(const std::string& dir) {
 }
 
 TEST_CASE("misbehaving clients: a client killed with SIGKILL mid-write loses none of its "
-          "acknowledged FUA writes and tears no block; others keep being served",
+          "acknowledged FUA writes and tears no block, and others keep being served",
           "[e2e][clients]") {
   RequireNbdkitOrSkip();
   TempDir tmp;
@@ -220,7 +220,7 @@ size_t Count(const std::string& text, const std::string& what) {
   return n;
 }
 
-TEST_CASE("misbehaving clients: connections dropped with requests in flight; other clients keep "
+TEST_CASE("misbehaving clients: connections dropped with requests in flight, and other clients keep "
           "being served, nothing acknowledged is lost",
           "[e2e][clients]") {
   RequireNbdkitOrSkip();

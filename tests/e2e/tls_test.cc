@@ -112,7 +112,7 @@ void ReadWriteOverTls(const std::string& socket, const std::string& dir, Auth au
   nbd_close(past);
 }
 
-TEST_CASE("tls: --tls=require with X.509 certificates (client certificates verified); "
+TEST_CASE("tls: --tls=require with X.509 certificates (client certificates verified), and "
           "plaintext and foreign clients refused",
           "[e2e][security][tls]") {
   RequireNbdkitOrSkip();
@@ -167,7 +167,7 @@ TEST_CASE("tls: --tls=require with X.509 certificates (client certificates verif
   CHECK(es.success());
 }
 
-TEST_CASE("tls: --tls=require with a pre-shared key (--tls-psk); plaintext and wrong keys refused",
+TEST_CASE("tls: --tls=require with a pre-shared key (--tls-psk), and plaintext and wrong keys refused",
           "[e2e][security][tls]") {
   RequireNbdkitOrSkip();
   RequireTool("psktool");
