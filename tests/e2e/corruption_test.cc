@@ -435,6 +435,7 @@ void Trial(const Template& t, const TempDir& tmp, const FileKind& kind, bool tru
   }
   const std::string rel = candidates[rng() % candidates.size()];
   const Damage d = Apply(t.dir, rel, truncate, rng);
+  if (std::getenv("REWIND_CORRUPTION_VERBOSE")) std::cerr << "trial: " << d.ToString() << std::endl;
   KindStats& ks = totals->kinds[kind.name];
   totals->trials++;
   (truncate ? ks.truncations : ks.flips)++;
