@@ -3,6 +3,7 @@
 #   make demo    install what is missing, build, run scripts/demo.sh
 #   make test    install what is missing, build, run the whole test suite
 #   make bench   install what is missing, build, run bench/run.sh
+#   make corruption  the long run of store-file corruption (CORRUPTION_TRIALS per kind)
 #   make build   configure (RelWithDebInfo) and build into build/
 #   make powercuts   the long power-cut run (>= 1,000 cuts; docs/reliability.md)
 #   make ioop-crashes  a power cut at every I/O operation of each scenario,
@@ -22,7 +23,7 @@ CTEST_JOBS ?= 2
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean powercuts ioop-crashes
+.PHONY: all deps build test demo bench clean powercuts ioop-crashes corruption
 
 all: build
 
@@ -50,6 +51,12 @@ IOOP_SEED ?= 7
 ioop-crashes: build
 	REWIND_IOOP_STRIDE=1 REWIND_IOOP_SEED=$(IOOP_SEED) \
 	  $(BUILD_DIR)/tests/journal/journal_tests -w NoTests "[ioop]"
+
+# Byte flips and truncations in every kind of store file, many per kind
+# (docs/reliability.md, "Corruption"); the short run is part of make test.
+CORRUPTION_TRIALS ?= 200
+corruption: build
+	REWIND_CORRUPTION_TRIALS=$(CORRUPTION_TRIALS) $(BUILD_DIR)/tests/e2e/e2e_tests '[corruption-long]'
 
 demo: build
 	BUILD_DIR=$(BUILD_DIR) scripts/demo.sh

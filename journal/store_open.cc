@@ -266,6 +266,11 @@ Status Store::Open(const StoreOptions& options, std::unique_ptr<Store>* out) {
     std::vector<DiskSpec> specs;
     s = CheckNewStore(options, &specs);
     if (!s.ok()) return s;
+    // The store holds every byte the disk ever held, and the control
+    // socket: its directory is the owner's alone.
+    if (::chmod(options.dir.c_str(), 0700) != 0) {
+      return Status::FromErrno(errno, "chmod " + options.dir);
+    }
     // A creation of ours that crashed before its meta file left no store:
     // start over.  CheckNewStore refused anything else.
     if (fs::exists(CreatingMarker(options.dir), ec)) {
@@ -325,7 +330,15 @@ Status StoreImpl::OpenDb(bool created) {
   rocksdb::DBOptions dbo;
   dbo.create_if_missing = created;
   dbo.create_missing_column_families = created;  // a lost family is damage, not new
-  dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // A record that fails its checksum inside the WAL is damage, and the open
+  // fails (Corruption naming the file); only an incomplete record at the
+  // end of a log, which a crash in the middle of an append leaves, is
+  // dropped.  kPointInTimeRecovery would stop the replay silently at the
+  // damage and drop every later record, synced and acknowledged ones too:
+  // the store would reopen with history cut short, and reads of the past
+  // would take blocks from a live image that holds newer writes
+  // (docs/reliability.md, "Corruption").
+  dbo.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   dbo.max_background_jobs = 2;
   dbo.max_total_wal_size = 512ull << 20;
   dbo.keep_log_file_num = 3;

@@ -45,6 +45,8 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 namespace rwd::control {
 
 using nlohmann::json;
@@ -356,6 +358,35 @@ Status RemoveStale(const std::string& path, const sockaddr_un& addr, socklen_t l
   return Status::Ok();
 }
 
+// The socket's directory must be the owner's alone: otherwise another user
+// could see the socket, or (with write permission) replace it with one of
+// their own that the CLI would then talk to.  A directory of ours that others
+// may enter is made owner-only (the store directory: it also keeps the
+// journal, whose RocksDB files are created world-readable, from other
+// users); one of another user's that others may write to is refused.
+Status SecureSocketDirectory(const std::string& path, std::string* note) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  if (dir.empty()) dir = "/";
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + dir);
+  if ((st.st_mode & 077) == 0) return Status::Ok();
+  if (st.st_uid == ::geteuid()) {
+    const mode_t mode = st.st_mode & 0700;
+    if (::chmod(dir.c_str(), mode) != 0) return Status::FromErrno(errno, "chmod " + dir);
+    *note = fmt::format("control: made {} owner-only (mode {:04o}, was {:04o})", dir, mode,
+                        st.st_mode & 07777);
+    return Status::Ok();
+  }
+  if ((st.st_mode & 022) != 0) {
+    return Status::IOError(fmt::format(
+        "{} (mode {:04o}, owner uid {}) is writable by other users; the control socket needs a "
+        "directory only its owner can change",
+        dir, st.st_mode & 07777, st.st_uid), EACCES);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ControlServer::Start(const ControlServerOptions& options, Store* store,
@@ -364,7 +395,11 @@ Status ControlServer::Start(const ControlServerOptions& options, Store* store,
   sockaddr_un addr;
   socklen_t len = 0;
   UniqueFd dir_fd;
-  Status s = MakeSocketAddress(path, &addr, &len, &dir_fd);
+  std::string note;
+  Status s = SecureSocketDirectory(path, &note);
+  if (!s.ok()) return s;
+  if (!note.empty() && options.log) options.log(note);
+  s = MakeSocketAddress(path, &addr, &len, &dir_fd);
   if (!s.ok()) return s;
   s = RemoveStale(path, addr, len);
   if (!s.ok()) return s;

@@ -24,6 +24,9 @@ PACKAGES=(
   # whole-VM checkpoints and their tests: QEMU (TCG) with SeaBIOS, binutils
   # for the test guest (part of build-essential)
   qemu-system-x86 seabios
+  # NBD over TLS (docs/reliability.md, "Security"; tests/e2e/tls_test.cc):
+  # certtool makes the test certificates, psktool the pre-shared keys
+  gnutls-bin
 )
 
 if [[ "${1:-}" == "--list" ]]; then
