@@ -125,7 +125,14 @@ class Torture {
   TortureResult Run() {
     double t0 = NowSeconds();
     try {
-      for (int cycle = 1; cycle <= cfg_.kills && res_.failures.empty(); ++cycle) Cycle(cycle);
+      for (int cycle = 1; cycle <= cfg_.kills && res_.failures.empty(); ++cycle) {
+        Cycle(cycle);
+        // A sign of life in long runs.
+        if (cycle % 500 == 0 && cycle < cfg_.kills) {
+          std::cerr << fmt::format("torture: {} kills of {} in {:.0f} s, {} violations\n", cycle,
+                                   cfg_.kills, NowSeconds() - t0, res_.failures.size());
+        }
+      }
       if (res_.failures.empty()) Final();
     } catch (const std::exception& e) {
       res_.failures.push_back(fmt::format("after {} kills: {}", res_.stats.kills, e.what()));
