@@ -495,14 +495,17 @@ uint64_t SeedFromEnv() {
 std::string Report(const TortureResult& r) {
   std::string s = r.stats.ToString();
   s += fmt::format("; {} violations", r.failures.size());
-  size_t n = 0;
-  for (const auto& f : r.failures) {
-    if (++n > 20) {
-      s += fmt::format("\n... and {} more", r.failures.size() - 20);
-      break;
+  // The first 20, and the first 5 about checkpoints if those came later.
+  size_t shown = 0, checkpoint_shown = 0;
+  for (size_t i = 0; i < r.failures.size(); ++i) {
+    const bool about_checkpoint = r.failures[i].find(": checkpoint ") != std::string::npos;
+    if (i < 20 || (about_checkpoint && checkpoint_shown < 5)) {
+      s += "\n  " + r.failures[i];
+      ++shown;
+      checkpoint_shown += about_checkpoint;
     }
-    s += "\n  " + f;
   }
+  if (shown < r.failures.size()) s += fmt::format("\n... and {} more", r.failures.size() - shown);
   return s;
 }
 
