@@ -50,8 +50,8 @@ struct TortureConfig {
   // Load per cycle, in ms: uniform in [min, max).
   int load_ms_min = 10;
   int load_ms_max = 100;
-  int prune_every = 25;  // cycles
-  int keep_last = 4;     // checkpoints a prune keeps
+  int prune_every = 25;      // cycles
+  int keep_last = 4;         // checkpoints a prune keeps
   int reread_per_cycle = 1;  // old checkpoints read again per cycle
 };
 
@@ -61,7 +61,7 @@ struct TortureStats {
   uint64_t checkpoints_quiesced = 0;
   uint64_t checkpoints_cli = 0;
   uint64_t checkpoints_in_flight_at_kill = 0;
-  uint64_t in_flight_answered = 0;  // of those, answered before the kill
+  uint64_t in_flight_answered = 0;            // of those, answered before the kill
   uint64_t in_flight_checkpoints_listed = 0;  // unanswered, found after the restart
   uint64_t checkpoints_verified = 0;          // distinct checkpoints read back
   uint64_t checkpoint_reads = 0;              // exports read back (re-reads too)
@@ -120,7 +120,8 @@ struct CheckpointRecord {
 
 class Torture {
  public:
-  explicit Torture(const TortureConfig& cfg) : cfg_(cfg), m_(cfg.region.region_units), rng_(cfg.seed) {}
+  explicit Torture(const TortureConfig& cfg)
+      : cfg_(cfg), m_(cfg.region.region_units), rng_(cfg.seed) {}
 
   TortureResult Run() {
     double t0 = NowSeconds();
@@ -169,18 +170,18 @@ class Torture {
     try {
       c = NbdClient::Connect(socket, o);
     } catch (const std::exception& e) {
-      res_.failures.push_back(fmt::format("{}: checkpoint {} (lsn {}): its export does not open: {}",
-                                          when, rec.cp.name, rec.cp.lsn, e.what()));
+      res_.failures.push_back(
+          fmt::format("{}: checkpoint {} (lsn {}): its export does not open: {}", when, rec.cp.name,
+                      rec.cp.lsn, e.what()));
       return false;
     }
     if (rec.reads == 0) ++res_.stats.checkpoints_verified;
     ++rec.reads;
     ++res_.stats.checkpoint_reads;
-    return VerifyCheckpointRegion(*c, rec.cands, cfg_.region,
-                                  fmt::format("{}: checkpoint {} (lsn {})", when, rec.cp.name,
-                                              rec.cp.lsn),
-                                  &res_.stats.checkpoint_units_exact,
-                                  &res_.stats.checkpoint_units_ambiguous, &res_.failures);
+    return VerifyCheckpointRegion(
+        *c, rec.cands, cfg_.region,
+        fmt::format("{}: checkpoint {} (lsn {})", when, rec.cp.name, rec.cp.lsn),
+        &res_.stats.checkpoint_units_exact, &res_.stats.checkpoint_units_ambiguous, &res_.failures);
   }
 
   // After a restart: the region, the list of checkpoints, the new
@@ -260,9 +261,10 @@ class Torture {
   // that was issued after the previous checkpoint's answer has a higher LSN.
   void NoteLsn(const TakenCheckpoint& cp, bool wrote_since, int cycle) {
     if (cp.lsn < last_lsn_ || (wrote_since && cp.lsn == last_lsn_)) {
-      res_.failures.push_back(fmt::format(
-          "cycle {}: checkpoint {} has lsn {}, previous checkpoint lsn {}{}", cycle, cp.name,
-          cp.lsn, last_lsn_, wrote_since ? " though a later write was acknowledged in between" : ""));
+      res_.failures.push_back(
+          fmt::format("cycle {}: checkpoint {} has lsn {}, previous checkpoint lsn {}{}", cycle,
+                      cp.name, cp.lsn, last_lsn_,
+                      wrote_since ? " though a later write was acknowledged in between" : ""));
     }
     last_lsn_ = std::max(last_lsn_, cp.lsn);
     data_issued_at_cp_ = m_.DataIssued();
@@ -281,7 +283,8 @@ class Torture {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
       if (m_.InFlight() > 0) {
-        res_.failures.push_back(fmt::format("cycle {}: requests still in flight after 10 s", cycle));
+        res_.failures.push_back(
+            fmt::format("cycle {}: requests still in flight after 10 s", cycle));
         return false;
       }
     }
@@ -302,7 +305,8 @@ class Torture {
     }
     if (!ok) {
       *pause = false;
-      res_.failures.push_back(fmt::format("cycle {}: checkpoint {} failed: {}", cycle, name, error));
+      res_.failures.push_back(
+          fmt::format("cycle {}: checkpoint {} failed: {}", cycle, name, error));
       return false;
     }
     CheckpointRecord rec{cp, CheckpointCandidates::Capture(m_, lo), 0};
@@ -313,9 +317,10 @@ class Torture {
     res_.stats.checkpoints_quiesced += quiesce;
     res_.stats.checkpoints_cli += via_cli;
     if (quiesce && rec.cands.exact_units != cfg_.region.region_units) {
-      res_.failures.push_back(fmt::format("harness: a checkpoint with the writers paused has {} "
-                                          "exact units of {}",
-                                          rec.cands.exact_units, cfg_.region.region_units));
+      res_.failures.push_back(
+          fmt::format("harness: a checkpoint with the writers paused has {} "
+                      "exact units of {}",
+                      rec.cands.exact_units, cfg_.region.region_units));
     }
     cps_.push_back(std::move(rec));
     return true;
@@ -349,6 +354,21 @@ class Torture {
     if (!cfg_.store_dir.empty()) ctl = LineClient::Connect(cfg_.store_dir + "/control.sock");
     std::atomic<bool> stop{false}, pause{false};
     std::vector<std::thread> threads;
+    // On an exception (a control request that fails because nbdkit died,
+    // say) the writers still have to be stopped and joined.
+    struct StopWriters {
+      CrashModel* m;
+      NbdServer* server;
+      std::atomic<bool>* stop;
+      std::vector<std::thread>* threads;
+      ~StopWriters() {
+        if (threads->empty() || !threads->front().joinable()) return;
+        m->killing = true;
+        server->Kill9();
+        *stop = true;
+        for (auto& t : *threads) t.join();
+      }
+    } stop_writers{&m_, server.get(), &stop, &threads};
     for (int i = 0; i < nconn; ++i) {
       threads.emplace_back(WriterLoop, clients[i].get(), &m_, &cfg_.region, rng_(), &stop, &pause);
     }
@@ -356,7 +376,8 @@ class Torture {
         NowSeconds() + (cfg_.load_ms_min + rng_() % (cfg_.load_ms_max - cfg_.load_ms_min)) / 1e3;
     const int ncp = cfg_.store_dir.empty() ? 0 : static_cast<int>(rng_() % 3);
     std::vector<double> at;
-    for (int k = 0; k < ncp; ++k) at.push_back(NowSeconds() + (load_end - NowSeconds()) * (rng_() % 1000) / 1e3);
+    for (int k = 0; k < ncp; ++k)
+      at.push_back(NowSeconds() + (load_end - NowSeconds()) * (rng_() % 1000) / 1e3);
     std::sort(at.begin(), at.end());
     bool ok = true;
     for (int k = 0; k < ncp && ok; ++k) {
@@ -391,9 +412,10 @@ class Torture {
     }
     if (mode != 0) std::this_thread::sleep_for(std::chrono::microseconds(rng_() % 1000));
     if (!server->Running()) {
-      res_.failures.push_back(fmt::format("cycle {}: nbdkit ended by itself ({}) before the kill; "
-                                          "log:\n{}",
-                                          cycle, server->status().ToString(), server->log()));
+      res_.failures.push_back(
+          fmt::format("cycle {}: nbdkit ended by itself ({}) before the kill; "
+                      "log:\n{}",
+                      cycle, server->status().ToString(), server->log()));
     }
     {
       std::lock_guard lock(m_.mu);
@@ -475,8 +497,8 @@ class Torture {
   std::vector<CheckpointRecord> cps_;      // in the store, oldest first
   std::vector<CheckpointRecord> unknown_;  // in flight at the last kill
   size_t reread_pos_ = 0;
-  uint64_t last_lsn_ = 0;            // of the newest checkpoint known
-  uint64_t data_issued_at_cp_ = 0;   // m_.DataIssued() when it was answered
+  uint64_t last_lsn_ = 0;           // of the newest checkpoint known
+  uint64_t data_issued_at_cp_ = 0;  // m_.DataIssued() when it was answered
 };
 
 TortureResult RunTorture(const TortureConfig& cfg) { return Torture(cfg).Run(); }
@@ -509,9 +531,10 @@ std::string Report(const TortureResult& r) {
   return s;
 }
 
-TEST_CASE("torture: repeated kill -9 under load from several connections loses no durable "
-          "write, tears no block, and every checkpoint reads back exactly",
-          "[torture]") {
+TEST_CASE(
+    "torture: repeated kill -9 under load from several connections loses no durable "
+    "write, tears no block, and every checkpoint reads back exactly",
+    "[torture]") {
   RequireNbdkitOrSkip();
   TempDir tmp("rwtort");
   const std::string dir = tmp / "store";
@@ -557,9 +580,10 @@ TEST_CASE("torture: repeated kill -9 under load from several connections loses n
 // acknowledges writes it keeps in its own cache until a flush: a checkpoint
 // taken through the control socket meanwhile does not hold them, and the
 // filter serves its cache on every export, the past ones too).
-TEST_CASE("torture self-check: catches the memory plugin and checkpoints that miss acknowledged "
-          "writes",
-          "[torture][selfcheck]") {
+TEST_CASE(
+    "torture self-check: catches the memory plugin and checkpoints that miss acknowledged "
+    "writes",
+    "[torture][selfcheck]") {
   RequireNbdkitOrSkip();
   TempDir tmp("rwtort");
   TortureConfig cfg;
