@@ -115,9 +115,10 @@ DurabilityResult RunDurabilityRounds(const DurabilityConfig& cfg) {
           --m.stats.flushes;
           ++m.stats.checkpoints;
           if (!taken.empty() && wrote_since && cp.lsn <= taken.back().lsn) {
-            error = fmt::format("checkpoint {} has lsn {}, not above the previous one's {} though "
-                                "writes were acknowledged in between",
-                                cp.name, cp.lsn, taken.back().lsn);
+            error = fmt::format(
+                "checkpoint {} has lsn {}, not above the previous one's {} though "
+                "writes were acknowledged in between",
+                cp.name, cp.lsn, taken.back().lsn);
           }
           taken.push_back(cp);
         }
@@ -159,8 +160,8 @@ DurabilityResult RunDurabilityRounds(const DurabilityConfig& cfg) {
       return finish();
     }
     if (server->status().signal != SIGKILL) {
-      res.failures.push_back(fmt::format("round {}: nbdkit ended with {}, not by our SIGKILL", round,
-                                         server->status().ToString()));
+      res.failures.push_back(fmt::format("round {}: nbdkit ended with {}, not by our SIGKILL",
+                                         round, server->status().ToString()));
       return finish();
     }
   }
@@ -170,8 +171,8 @@ DurabilityResult RunDurabilityRounds(const DurabilityConfig& cfg) {
   {
     auto server = cfg.start(cfg.rounds + 1);
     auto c = NbdClient::Connect(server->socket());
-    if (!VerifyRegion(*c, m, cfg.region, fmt::format("after the kill in round {}", cfg.rounds), &observed,
-                      &res.failures)) {
+    if (!VerifyRegion(*c, m, cfg.region, fmt::format("after the kill in round {}", cfg.rounds),
+                      &observed, &res.failures)) {
       return finish();
     }
     if (!cfg.store_dir.empty()) {
@@ -283,9 +284,10 @@ TEST_CASE("durability: kill -9 under load with block-size=64K and an adopted ima
   RunAndCheck(cfg, "durability (64K blocks, image=)");
 }
 
-TEST_CASE("durability: kill -9 under load of 512-byte-aligned requests sharing pages across "
-          "connections",
-          "[e2e][crash]") {
+TEST_CASE(
+    "durability: kill -9 under load of 512-byte-aligned requests sharing pages across "
+    "connections",
+    "[e2e][crash]") {
   RequireNbdkitOrSkip();
   TempDir tmp;
   const std::string dir = tmp / "store";

@@ -61,8 +61,8 @@ ClassifiedUnit ClassifyUnit(const uint8_t* buf, uint64_t unit_index, size_t len)
     return c;
   }
   if (header[2] != unit_index) {
-    c.problem = fmt::format("misplaced: holds {} written to unit {}", UnitValueName(header[1]),
-                            header[2]);
+    c.problem =
+        fmt::format("misplaced: holds {} written to unit {}", UnitValueName(header[1]), header[2]);
     return c;
   }
   std::vector<uint8_t> want(len);
@@ -98,7 +98,8 @@ CrashModel::CrashModel(uint32_t region_units) {
 
 void CrashModel::Reset(const std::vector<uint64_t>& baseline) {
   std::lock_guard lock(mu);
-  for (size_t i = 0; i < units.size(); ++i) units[i] = UnitState{{baseline[i]}, {false}, 0, 0, false};
+  for (size_t i = 0; i < units.size(); ++i)
+    units[i] = UnitState{{baseline[i]}, {false}, 0, 0, false};
   killing = false;
 }
 
@@ -133,8 +134,8 @@ uint64_t CrashModel::NewestAckedData() {
 
 void CrashModel::RecordUnexpectedError(const std::string& what, int err) {
   // Called with mu held.
-  harness_errors.push_back(fmt::format("round {}: {} failed before the kill: {} ({})", round,
-                                       what, std::strerror(err), err));
+  harness_errors.push_back(fmt::format("round {}: {} failed before the kill: {} ({})", round, what,
+                                       std::strerror(err), err));
 }
 
 void WriterLoop(NbdClient* client, CrashModel* m, const RegionConfig* cfg, uint64_t seed,
@@ -209,10 +210,12 @@ void WriterLoop(NbdClient* client, CrashModel* m, const RegionConfig* cfg, uint6
         if (err != 0) {
           ++m->stats.failed;  // stays busy: nothing more goes to these units
           if (!m->killing) {
-            m->RecordUnexpectedError(
-                fmt::format("a {} of units {}..{}", op < 4 ? "zero" : op < 7 ? "trim" : "write",
-                            first, first + n - 1),
-                err);
+            m->RecordUnexpectedError(fmt::format("a {} of units {}..{}",
+                                                 op < 4   ? "zero"
+                                                 : op < 7 ? "trim"
+                                                          : "write",
+                                                 first, first + n - 1),
+                                     err);
           }
           return;
         }
@@ -303,8 +306,8 @@ bool VerifyRegion(NbdClient& c, CrashModel& m, const RegionConfig& cfg, const st
     ClassifiedUnit got = ClassifyUnit(data, u, unit);
     const UnitState& b = m.units[u];
     if (!got.valid) {
-      failures->push_back(fmt::format("{}: unit {} (disk offset {}): {}; durable value {}", when,
-                                      u, cfg.region_offset + uint64_t{u} * unit, got.problem,
+      failures->push_back(fmt::format("{}: unit {} (disk offset {}): {}; durable value {}", when, u,
+                                      cfg.region_offset + uint64_t{u} * unit, got.problem,
                                       UnitValueName(b.history[b.durable])));
       return;
     }
@@ -378,8 +381,8 @@ bool VerifyCheckpointRegion(NbdClient& c, const CheckpointCandidates& cands,
                                       cfg.region_offset + uint64_t{u} * cfg.unit, got.problem,
                                       cands.Describe(u)));
     } else if (!cands.Allows(u, got.value)) {
-      failures->push_back(fmt::format("{}: unit {} (disk offset {}) holds {}; expected {}", when,
-                                      u, cfg.region_offset + uint64_t{u} * cfg.unit,
+      failures->push_back(fmt::format("{}: unit {} (disk offset {}) holds {}; expected {}", when, u,
+                                      cfg.region_offset + uint64_t{u} * cfg.unit,
                                       UnitValueName(got.value), cands.Describe(u)));
     }
   });
@@ -389,8 +392,8 @@ bool VerifyCheckpointRegion(NbdClient& c, const CheckpointCandidates& cands,
 
 // ---------------------------------------------------------- control socket
 
-bool ParseCheckpointResponse(const std::string& line, const std::string& name,
-                             TakenCheckpoint* out, std::string* error) {
+bool ParseCheckpointResponse(const std::string& line, const std::string& name, TakenCheckpoint* out,
+                             std::string* error) {
   nlohmann::json resp = nlohmann::json::parse(line, nullptr, false);
   if (resp.is_discarded() || !resp.is_object() || resp.value("ok", false) != true ||
       !resp.contains("result") || !resp["result"].contains("lsn")) {
@@ -456,9 +459,9 @@ void VerifyCheckpoints(const std::string& store_dir, const std::vector<TakenChec
     prev_lsn = cp.lsn;
     if (pos < taken.size() && cp.name == taken[pos].name) {
       if (cp.lsn != taken[pos].lsn) {
-        failures->push_back(fmt::format(
-            "{}: checkpoint {} was acknowledged with lsn {} but is listed with lsn {}", when,
-            taken[pos].name, taken[pos].lsn, cp.lsn));
+        failures->push_back(
+            fmt::format("{}: checkpoint {} was acknowledged with lsn {} but is listed with lsn {}",
+                        when, taken[pos].name, taken[pos].lsn, cp.lsn));
       }
       ++pos;
     }

@@ -79,11 +79,11 @@ struct CrashStats {
   uint64_t zeros_acked = 0;
   uint64_t trims_acked = 0;
   uint64_t fua_acked = 0;
-  uint64_t flushes = 0;          // acknowledged flushes (any connection)
-  uint64_t flushes_failed = 0;   // flushes the kill cut off
-  uint64_t checkpoints = 0;      // acknowledged checkpoints
-  uint64_t unacked_at_kill = 0;  // requests in flight when SIGKILL was sent
-  uint64_t durable_checked = 0;  // units whose durable value is a request of their round
+  uint64_t flushes = 0;           // acknowledged flushes (any connection)
+  uint64_t flushes_failed = 0;    // flushes the kill cut off
+  uint64_t checkpoints = 0;       // acknowledged checkpoints
+  uint64_t unacked_at_kill = 0;   // requests in flight when SIGKILL was sent
+  uint64_t durable_checked = 0;   // units whose durable value is a request of their round
   uint64_t later_value_seen = 0;  // units found holding a newer-than-durable value
   uint64_t units_checked = 0;     // units read back and checked after restarts
   uint64_t rounds = 0;
@@ -189,8 +189,8 @@ bool TakeCheckpoint(const std::string& store_dir, const std::string& name, Taken
                     std::string* error);
 // Parses a control response line to a checkpoint request; false (and
 // *error) when it is not a success.
-bool ParseCheckpointResponse(const std::string& line, const std::string& name,
-                             TakenCheckpoint* out, std::string* error);
+bool ParseCheckpointResponse(const std::string& line, const std::string& name, TakenCheckpoint* out,
+                             std::string* error);
 // The store's visible checkpoints, oldest first; false (and *error) when
 // the list request failed.
 bool ListCheckpoints(const std::string& store_dir, std::vector<TakenCheckpoint>* out,

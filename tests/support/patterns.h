@@ -43,9 +43,10 @@ inline std::string FirstDifference(const uint8_t* got, const uint8_t* want, size
       while (end < len && got[end] != want[end]) ++end;
       size_t n = 0;
       for (size_t k = i; k < len; ++k) n += got[k] != want[k];
-      return fmt::format("first difference at disk offset {} (got {:#04x}, want {:#04x}); "
-                         "first run of differing bytes is {} long, {} bytes differ in all",
-                         base_offset + i, got[i], want[i], end - i, n);
+      return fmt::format(
+          "first difference at disk offset {} (got {:#04x}, want {:#04x}); "
+          "first run of differing bytes is {} long, {} bytes differ in all",
+          base_offset + i, got[i], want[i], end - i, n);
     }
   }
   return "";
