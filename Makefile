@@ -45,7 +45,8 @@ bench: build
 	BUILD_DIR=$(BUILD_DIR) bench/run.sh
 
 # Not part of `make test` (which runs the short variant, 200 kills): about
-# 0.3 s per kill on 2 cores.  The last line printed holds the figures.
+# 0.3 to 0.7 s per kill on 2 cores (25 to 60 minutes).  The last line printed
+# holds the figures.
 torture: build
 	REWIND_TORTURE_KILLS=$(TORTURE_KILLS) $(BUILD_DIR)/tests/torture/torture_tests \
 	  '[torture]~[selfcheck]'
