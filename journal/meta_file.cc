@@ -71,7 +71,10 @@ Status ReadMetaFile(const std::string& dir, MetaFile* out) {
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string text = ss.str();
+  return ParseMetaText(path, ss.str(), out);
+}
+
+Status ParseMetaText(const std::string& path, const std::string& text, MetaFile* out) {
   size_t pos = text.rfind("checksum=");
   if (pos == std::string::npos || (pos != 0 && text[pos - 1] != '\n')) {
     return Status::Corruption(path + " has no checksum line");
@@ -136,7 +139,7 @@ Status SyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
+std::string MetaFileText(const MetaFile& m) {
   std::ostringstream o;
   o << "# rewind store metadata: written once at creation, do not edit\n"
     << "format_version=" << m.format_version << "\n"
@@ -150,7 +153,11 @@ Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
   }
   std::string text = o.str();
   text += "checksum=" + Hex64(XXH3_64bits(text.data(), text.size())) + "\n";
+  return text;
+}
 
+Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
+  const std::string text = MetaFileText(m);
   std::string path = MetaFilePath(dir);
   std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
