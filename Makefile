@@ -5,7 +5,11 @@
 #   make bench   install what is missing, build, run bench/run.sh
 #   make build   configure (RelWithDebInfo) and build into build/
 #   make deps    install missing Debian packages (cheap when all are there)
-#   make clean   remove build/ and the demo store
+#   make fuzz    build the libFuzzer targets (clang) and run each FUZZ_SECONDS
+#   make clean   remove the build directories and the demo store
+#
+# make test also builds the fuzz targets (build-fuzz/, clang): the suite
+# runs each for 20 s (ctest label "fuzz").
 #
 # The real build system is CMake (CMakeLists.txt); this file only strings the
 # steps together.
@@ -14,12 +18,13 @@ BUILD_DIR  ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_JOBS ?= 2
+FUZZ_SECONDS ?= 600
 
 # cmake --build runs make again; without this every step of it would print
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo bench clean fuzz-build fuzz
 
 all: build
 
@@ -32,7 +37,13 @@ build: deps
 	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: build
+# The fuzz targets are a clang build of their own (scripts/fuzz.sh); the
+# short runs in ctest would build it too, but here it does not compete with
+# the tests.
+fuzz-build: deps
+	scripts/fuzz.sh build
+
+test: build fuzz-build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
 
 demo: build
@@ -41,5 +52,8 @@ demo: build
 bench: build
 	BUILD_DIR=$(BUILD_DIR) bench/run.sh
 
+fuzz: deps
+	scripts/fuzz.sh long $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD_DIR) demo-store demo-restored.raw
+	rm -rf $(BUILD_DIR) build-fuzz demo-store demo-restored.raw

@@ -17,6 +17,9 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   # tests
   catch2
+  # fuzzing (fuzz/, scripts/fuzz.sh): clang with libFuzzer and its
+  # sanitizer runtimes
+  clang libclang-rt-14-dev
   # benchmark and images (qemu-utils: qemu-img and qemu-nbd, the qcow2 target;
   # python3-matplotlib: bench/plot.py)
   fio qemu-utils python3-matplotlib
