@@ -105,8 +105,9 @@ Status ParseIsoTime(const std::string& text, std::string_view s, int64_t* ns) {
   }
   if (pos != s.size()) return BadPoint(text, "unexpected '" + std::string(s.substr(pos)) + "'");
   static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  // Nanoseconds since 1970 in an int64 end in 2262.
-  if (year < 1970 || year > 2261 || mon < 1 || mon > 12 || day < 1 ||
+  // The fields may be a day off the instant (a zone offset); the instant
+  // is what must lie in [1970, 2262), where nanoseconds fit an int64.
+  if (year < 1969 || year > 2262 || mon < 1 || mon > 12 || day < 1 ||
       day > kDays[mon - 1] + (mon == 2 && IsLeap(year)) || hour > 23 || min > 59 || sec > 60) {
     return BadPoint(text, "no such date or time");
   }
@@ -117,8 +118,10 @@ Status ParseIsoTime(const std::string& text, std::string_view s, int64_t* ns) {
   tm.tm_hour = hour;
   tm.tm_min = min;
   tm.tm_sec = sec == 60 ? 59 : sec;  // a leap second reads as the second before
-  const time_t t = timegm(&tm);
-  *ns = (static_cast<int64_t>(t) - offset_s) * 1000000000LL + frac_ns;
+  const int64_t t = static_cast<int64_t>(timegm(&tm)) - offset_s;
+  constexpr int64_t kEnd = 9214646400;  // 2262-01-01T00:00:00Z
+  if (t < 0 || t >= kEnd) return BadPoint(text, "the time is not between 1970 and 2261 (UTC)");
+  *ns = t * 1000000000LL + frac_ns;
   return Status::Ok();
 }
 
