@@ -28,7 +28,9 @@ bool ParseU64(const std::string& s, uint64_t* out) {
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;  // 20 digits above 2^64-1
+    v = v * 10 + d;
   }
   *out = v;
   return true;
