@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <pthread.h>
+
 #include <string>
 
 using nlohmann::json;
@@ -170,9 +172,53 @@ TEST_CASE("ParseRequest survives deeply nested input", "[control]") {
   std::string deep(kMaxRequestLine / 2, '[');
   deep.append(kMaxRequestLine / 2, ']');
   ExpectError(deep, kBadRequest);
-  std::string deep_obj =
-      R"({"v":1,"op":"hello","x":)" + std::string(30000, '[') + std::string(30000, ']') + "}";
-  ExpectRequest(deep_obj);
+  // Brackets inside strings do not count.
+  ExpectRequest(R"({"v":1,"op":"hello","x":")" + std::string(1000, '[') + "\"}");
+}
+
+// Regression (found with fuzz/control_request_fuzz): an id nested 32,000
+// levels deep fitted in one request line, and the server's error answer
+// copies and prints the id, both recursing once per level: about 4 MB of
+// stack, more than a thread of the plugin may have.  Such a request is now
+// refused before it is parsed.  The answer is built here on a thread with a
+// 1 MiB stack, as the server builds it.
+TEST_CASE("ParseRequest refuses a request nested deeper than kMaxRequestDepth", "[control]") {
+  auto nested = [](size_t levels) {  // the request object is the first level
+    return R"({"v":1,"op":"nope","id":)" + std::string(levels - 1, '[') +
+           std::string(levels - 1, ']') + "}";
+  };
+  Request r;
+  std::optional<Error> err = ParseRequest(nested(kMaxRequestDepth), &r);
+  REQUIRE(err.has_value());
+  CHECK(err->code == kUnknownOp);  // deep enough to be parsed, and its id echoed
+  CHECK(r.id.has_value());
+  Error too_deep = ExpectError(nested(kMaxRequestDepth + 1), kBadRequest);
+  CHECK(too_deep.message.find("nested") != std::string::npos);
+
+  const std::string line = nested(32000);
+  REQUIRE(line.size() <= kMaxRequestLine);
+  std::string answer;
+  auto answer_it = [&] {
+    Request req;
+    std::optional<Error> e = ParseRequest(line, &req);
+    answer = e ? ToLine(MakeError(req.id, *e)) : "accepted";
+  };
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attr, 1 << 20) == 0);
+  pthread_t thread;
+  using Fn = decltype(answer_it);
+  REQUIRE(pthread_create(&thread, &attr,
+                         [](void* fn) -> void* {
+                           (*static_cast<Fn*>(fn))();
+                           return nullptr;
+                         },
+                         &answer_it) == 0);
+  REQUIRE(pthread_join(thread, nullptr) == 0);
+  pthread_attr_destroy(&attr);
+  json resp = json::parse(answer);
+  CHECK(resp["error"]["code"] == kBadRequest);
+  CHECK_FALSE(resp.contains("id"));
 }
 
 TEST_CASE("Responses have the documented shape", "[control]") {
