@@ -546,7 +546,7 @@ std::optional<Error> ParseRestore(const json& j, Request* out) {
   if (auto e = RequiredString(j, Op::kRestore, "output", "", &out->output)) return e;
   if (out->output.empty() || out->output.front() != '/') {
     return ErrorFromStatus(Status::InvalidArgument(
-        fmt::format("restore output '{}' is not an absolute path", out->output)));
+        fmt::format("restore output {:?} is not an absolute path", out->output)));
   }
   return OptionalBool(j, Op::kRestore, "force", &out->force);
 }
@@ -665,7 +665,7 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
   if (!parsed) {
     return Error{
         kUnknownOp,
-        fmt::format("unknown op {}", op->dump(-1, ' ', false, json::error_handler_t::replace)),
+        fmt::format("unknown op {:?}", op->get_ref<const std::string&>()),
         nullptr};
   }
   out->op = *parsed;

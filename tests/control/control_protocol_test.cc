@@ -140,6 +140,26 @@ TEST_CASE("ParseRequest checks members and echoes the id in errors", "[control]"
   ExpectError(R"({"v": 1, "op": "INFO"})", kUnknownOp);
 }
 
+// Regression (found with fuzz/control_request_fuzz): the message quoted a
+// relative restore output or an unknown op as sent, control characters
+// included, and a message is one line without them.  ExpectError checks
+// for '\n'; these check for every control character.
+TEST_CASE("ParseRequest's messages escape the client's strings", "[control]") {
+  auto one_line = [](const std::string& m) {
+    for (unsigned char c : m) {
+      if (c < 0x20 || c == 0x7f) return false;
+    }
+    return true;
+  };
+  Error e = ExpectError(R"({"v": 1, "op": "restore", "to": "a", "output": "x\ny\u007fz"})",
+                        "invalid-argument");
+  CHECK(one_line(e.message));
+  CHECK(e.message.find(R"("x\ny\x7fz")") != std::string::npos);
+  e = ExpectError(R"({"v": 1, "op": "in\tfo\u007f"})", kUnknownOp);
+  CHECK(one_line(e.message));
+  CHECK(e.message.find(R"("in\tfo\x7f")") != std::string::npos);
+}
+
 TEST_CASE("ParseRequest answers another version with the supported ones", "[control]") {
   for (const char* v : {"2", "0", "-1", "18446744073709551615"}) {
     Request r;
