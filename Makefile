@@ -6,10 +6,13 @@
 #   make build   configure (RelWithDebInfo) and build into build/
 #   make deps    install missing Debian packages (cheap when all are there)
 #   make fuzz    build the libFuzzer targets (clang) and run each FUZZ_SECONDS
+#   make asan    ASan+UBSan build into build-asan/, the test suite there
+#   make tsan    TSan build into build-tsan/, the test suite there
 #   make clean   remove the build directories and the demo store
 #
 # make test also builds the fuzz targets (build-fuzz/, clang): the suite
-# runs each for 20 s (ctest label "fuzz").
+# runs each for 20 s (ctest label "fuzz").  The sanitizer runs are not part
+# of make test (nor of .ci/run): see docs/reliability.md.
 #
 # The real build system is CMake (CMakeLists.txt); this file only strings the
 # steps together.
@@ -24,7 +27,7 @@ FUZZ_SECONDS ?= 600
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean fuzz-build fuzz
+.PHONY: all deps build test demo bench clean fuzz-build fuzz asan tsan
 
 all: build
 
@@ -55,5 +58,11 @@ bench: build
 fuzz: deps
 	scripts/fuzz.sh long $(FUZZ_SECONDS)
 
+asan: deps
+	CTEST_JOBS=$(CTEST_JOBS) scripts/sanitize.sh asan
+
+tsan: deps
+	CTEST_JOBS=$(CTEST_JOBS) scripts/sanitize.sh tsan
+
 clean:
-	rm -rf $(BUILD_DIR) build-fuzz demo-store demo-restored.raw
+	rm -rf $(BUILD_DIR) build-fuzz build-asan build-tsan demo-store demo-restored.raw
