@@ -11,7 +11,14 @@
 #   make ioop-crashes  a power cut at every I/O operation of each scenario,
 #                    with a second seed (the default run uses the first)
 #   make deps    install missing Debian packages (cheap when all are there)
-#   make clean   remove build/ and the demo store
+#   make fuzz    build the libFuzzer targets (clang) and run each FUZZ_SECONDS
+#   make asan    ASan+UBSan build into build-asan/, the test suite there
+#   make tsan    TSan build into build-tsan/, the test suite there
+#   make clean   remove the build directories and the demo store
+#
+# make test also builds the fuzz targets (build-fuzz/, clang): the suite
+# runs each for 20 s (ctest label "fuzz").  The sanitizer runs are not part
+# of make test (nor of .ci/run): see docs/reliability.md.
 #
 # The real build system is CMake (CMakeLists.txt); this file only strings the
 # steps together.
@@ -22,11 +29,13 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_JOBS ?= 2
 TORTURE_KILLS ?= 5000
 
+FUZZ_SECONDS ?= 600
+
 # cmake --build runs make again; without this every step of it would print
 # "Entering directory ...".
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps build test demo bench clean powercuts ioop-crashes corruption torture
+.PHONY: all deps build test demo bench clean powercuts ioop-crashes corruption torture fuzz-build fuzz asan tsan
 
 all: build
 
@@ -39,7 +48,13 @@ build: deps
 	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: build
+# The fuzz targets are a clang build of their own (scripts/fuzz.sh); the
+# short runs in ctest would build it too, but here it does not compete with
+# the tests.
+fuzz-build: deps
+	scripts/fuzz.sh build
+
+test: build fuzz-build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
 
 # Not part of `make test`: ctest runs the same test cases with 60 cuts.
@@ -74,5 +89,14 @@ torture: build
 	REWIND_TORTURE_KILLS=$(TORTURE_KILLS) $(BUILD_DIR)/tests/torture/torture_tests \
 	  '[torture]~[selfcheck]'
 
+fuzz: deps
+	scripts/fuzz.sh long $(FUZZ_SECONDS)
+
+asan: deps
+	CTEST_JOBS=$(CTEST_JOBS) scripts/sanitize.sh asan
+
+tsan: deps
+	CTEST_JOBS=$(CTEST_JOBS) scripts/sanitize.sh tsan
+
 clean:
-	rm -rf $(BUILD_DIR) demo-store demo-restored.raw
+	rm -rf $(BUILD_DIR) build-fuzz build-asan build-tsan demo-store demo-restored.raw

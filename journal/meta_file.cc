@@ -28,7 +28,9 @@ bool ParseU64(const std::string& s, uint64_t* out) {
   uint64_t v = 0;
   for (char c : s) {
     if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;  // 20 digits above 2^64-1
+    v = v * 10 + d;
   }
   *out = v;
   return true;
@@ -71,7 +73,10 @@ Status ReadMetaFile(const std::string& dir, MetaFile* out) {
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  std::string text = ss.str();
+  return ParseMetaText(path, ss.str(), out);
+}
+
+Status ParseMetaText(const std::string& path, const std::string& text, MetaFile* out) {
   size_t pos = text.rfind("checksum=");
   if (pos == std::string::npos || (pos != 0 && text[pos - 1] != '\n')) {
     return Status::Corruption(path + " has no checksum line");
@@ -136,7 +141,7 @@ Status SyncDir(const std::string& dir) {
   return Status::Ok();
 }
 
-Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
+std::string MetaFileText(const MetaFile& m) {
   std::ostringstream o;
   o << "# rewind store metadata: written once at creation, do not edit\n"
     << "format_version=" << m.format_version << "\n"
@@ -150,7 +155,11 @@ Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
   }
   std::string text = o.str();
   text += "checksum=" + Hex64(XXH3_64bits(text.data(), text.size())) + "\n";
+  return text;
+}
 
+Status WriteMetaFile(const std::string& dir, const MetaFile& m) {
+  const std::string text = MetaFileText(m);
   std::string path = MetaFilePath(dir);
   std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -35,6 +35,10 @@ std::string MetaFilePath(const std::string& dir);
 // NotFound when absent, Corruption when its checksum or syntax is bad.  The
 // format version is returned as found; the caller checks it.
 [[nodiscard]] Status ReadMetaFile(const std::string& dir, MetaFile* out);
+// The same on the file's contents; path names the file in messages.
+[[nodiscard]] Status ParseMetaText(const std::string& path, const std::string& text, MetaFile* out);
+// The file's contents as WriteMetaFile writes them, checksum line included.
+std::string MetaFileText(const MetaFile& m);
 // The disk lines of a version-3 meta file ("disk.<i>.name=...\n" and so on
 // for every disk), also stored in the journal's meta column family.
 std::string DisksText(const MetaFile& m);

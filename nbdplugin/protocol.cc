@@ -546,7 +546,7 @@ std::optional<Error> ParseRestore(const json& j, Request* out) {
   if (auto e = RequiredString(j, Op::kRestore, "output", "", &out->output)) return e;
   if (out->output.empty() || out->output.front() != '/') {
     return ErrorFromStatus(Status::InvalidArgument(
-        fmt::format("restore output '{}' is not an absolute path", out->output)));
+        fmt::format("restore output {:?} is not an absolute path", out->output)));
   }
   return OptionalBool(j, Op::kRestore, "force", &out->force);
 }
@@ -607,6 +607,31 @@ std::optional<Error> ParseArguments(const json& j, Request* out) {
   return std::nullopt;
 }
 
+// Whether text nests arrays and objects deeper than limit, counted outside
+// strings; the text need not be valid JSON.
+bool NestedDeeper(std::string_view text, size_t limit) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 std::optional<Error> ParseRequest(std::string_view line, Request* out) {
@@ -614,6 +639,9 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
   if (line.size() > kMaxRequestLine) {
     return Error{kTooLong, fmt::format("request line is longer than {} bytes", kMaxRequestLine),
                  nullptr};
+  }
+  if (NestedDeeper(line, kMaxRequestDepth)) {
+    return BadRequest(fmt::format("request is nested deeper than {} levels", kMaxRequestDepth));
   }
   json j = json::parse(line.begin(), line.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return BadRequest("request is not JSON");
@@ -637,7 +665,7 @@ std::optional<Error> ParseRequest(std::string_view line, Request* out) {
   if (!parsed) {
     return Error{
         kUnknownOp,
-        fmt::format("unknown op {}", op->dump(-1, ' ', false, json::error_handler_t::replace)),
+        fmt::format("unknown op {:?}", op->get_ref<const std::string&>()),
         nullptr};
   }
   out->op = *parsed;

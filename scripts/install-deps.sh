@@ -18,6 +18,9 @@ PACKAGES=(
   # tests (fiu-utils: fiu-run/fiu-ctrl and libfiu's POSIX preload, which
   # make the plugin's own syscalls fail in tests/e2e/ioerror_fiu_test.cc)
   catch2 fiu-utils
+  # fuzzing (fuzz/, scripts/fuzz.sh): clang with libFuzzer and its
+  # sanitizer runtimes
+  clang libclang-rt-14-dev
   # benchmark and images (qemu-utils: qemu-img and qemu-nbd, the qcow2 target;
   # python3-matplotlib: bench/plot.py)
   fio qemu-utils python3-matplotlib

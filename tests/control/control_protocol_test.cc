@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <pthread.h>
+
 #include <string>
 
 using nlohmann::json;
@@ -138,6 +140,26 @@ TEST_CASE("ParseRequest checks members and echoes the id in errors", "[control]"
   ExpectError(R"({"v": 1, "op": "INFO"})", kUnknownOp);
 }
 
+// Regression (found with fuzz/control_request_fuzz): the message quoted a
+// relative restore output or an unknown op as sent, control characters
+// included, and a message is one line without them.  ExpectError checks
+// for '\n'; these check for every control character.
+TEST_CASE("ParseRequest's messages escape the client's strings", "[control]") {
+  auto one_line = [](const std::string& m) {
+    for (unsigned char c : m) {
+      if (c < 0x20 || c == 0x7f) return false;
+    }
+    return true;
+  };
+  Error e = ExpectError(R"({"v": 1, "op": "restore", "to": "a", "output": "x\ny\u007fz"})",
+                        "invalid-argument");
+  CHECK(one_line(e.message));
+  CHECK(e.message.find(R"("x\ny\x7fz")") != std::string::npos);
+  e = ExpectError(R"({"v": 1, "op": "in\tfo\u007f"})", kUnknownOp);
+  CHECK(one_line(e.message));
+  CHECK(e.message.find(R"("in\tfo\x7f")") != std::string::npos);
+}
+
 TEST_CASE("ParseRequest answers another version with the supported ones", "[control]") {
   for (const char* v : {"2", "0", "-1", "18446744073709551615"}) {
     Request r;
@@ -170,9 +192,53 @@ TEST_CASE("ParseRequest survives deeply nested input", "[control]") {
   std::string deep(kMaxRequestLine / 2, '[');
   deep.append(kMaxRequestLine / 2, ']');
   ExpectError(deep, kBadRequest);
-  std::string deep_obj =
-      R"({"v":1,"op":"hello","x":)" + std::string(30000, '[') + std::string(30000, ']') + "}";
-  ExpectRequest(deep_obj);
+  // Brackets inside strings do not count.
+  ExpectRequest(R"({"v":1,"op":"hello","x":")" + std::string(1000, '[') + "\"}");
+}
+
+// Regression (found with fuzz/control_request_fuzz): an id nested 32,000
+// levels deep fitted in one request line, and the server's error answer
+// copies and prints the id, both recursing once per level: about 4 MB of
+// stack, more than a thread of the plugin may have.  Such a request is now
+// refused before it is parsed.  The answer is built here on a thread with a
+// 1 MiB stack, as the server builds it.
+TEST_CASE("ParseRequest refuses a request nested deeper than kMaxRequestDepth", "[control]") {
+  auto nested = [](size_t levels) {  // the request object is the first level
+    return R"({"v":1,"op":"nope","id":)" + std::string(levels - 1, '[') +
+           std::string(levels - 1, ']') + "}";
+  };
+  Request r;
+  std::optional<Error> err = ParseRequest(nested(kMaxRequestDepth), &r);
+  REQUIRE(err.has_value());
+  CHECK(err->code == kUnknownOp);  // deep enough to be parsed, and its id echoed
+  CHECK(r.id.has_value());
+  Error too_deep = ExpectError(nested(kMaxRequestDepth + 1), kBadRequest);
+  CHECK(too_deep.message.find("nested") != std::string::npos);
+
+  const std::string line = nested(32000);
+  REQUIRE(line.size() <= kMaxRequestLine);
+  std::string answer;
+  auto answer_it = [&] {
+    Request req;
+    std::optional<Error> e = ParseRequest(line, &req);
+    answer = e ? ToLine(MakeError(req.id, *e)) : "accepted";
+  };
+  pthread_attr_t attr;
+  REQUIRE(pthread_attr_init(&attr) == 0);
+  REQUIRE(pthread_attr_setstacksize(&attr, 1 << 20) == 0);
+  pthread_t thread;
+  using Fn = decltype(answer_it);
+  REQUIRE(pthread_create(&thread, &attr,
+                         [](void* fn) -> void* {
+                           (*static_cast<Fn*>(fn))();
+                           return nullptr;
+                         },
+                         &answer_it) == 0);
+  REQUIRE(pthread_join(thread, nullptr) == 0);
+  pthread_attr_destroy(&attr);
+  json resp = json::parse(answer);
+  CHECK(resp["error"]["code"] == kBadRequest);
+  CHECK_FALSE(resp.contains("id"));
 }
 
 TEST_CASE("Responses have the documented shape", "[control]") {

@@ -756,6 +756,9 @@ TEST_CASE("ParsePoint accepts checkpoint names, lsn:, time: and relative points"
   CHECK(parse("time:2024-02-29T00:00:00Z").time_ns == Utc(2024, 2, 29, 0, 0, 0));
   CHECK(parse("time:2000-02-29T23:59:59Z").time_ns == Utc(2000, 2, 29, 23, 59, 59));
   CHECK(parse("time:1970-01-01T00:00:00Z").time_ns == 0);
+  // The range is of the instant, not of its fields (found by fuzz/point_fuzz).
+  CHECK(parse("time:1969-12-31T23:30-01:00").time_ns == 1800 * kSec);
+  CHECK(parse("time:2262-01-01T05:00+06:00").time_ns == Utc(2261, 12, 31, 23, 0, 0));
   CHECK(parse("time:2026-12-31T23:59:59.999999999Z").time_ns == Utc(2027, 1, 1, 0, 0, 0) - 1);
   // The helper the model test uses produces what ParsePoint reads.
   CHECK(parse(TimePoint(t + 7 * kMs, -330, 3)).time_ns == t + 7 * kMs);
@@ -786,7 +789,10 @@ TEST_CASE("ParsePoint refuses bad syntax with a one-line InvalidArgument", "[his
         "time:2026-11-23T10:15:00ZZ", "-", "-10", "-10x", "-m", "--10m", "-10m5", "-1h-30m", "- 10m", "-10 m",
         "-h", "-1.5h", "-99999999999999999999w", "-9999999999999w",
         // Not representable as int64 nanoseconds since the epoch (beyond 2262-04-11).
-        "time:2263-01-01T00:00:00Z", "time:9999-12-31T23:59:59Z", "a/b", ".hidden", "x y", "cp\n1", "café",
+        "time:2263-01-01T00:00:00Z", "time:9999-12-31T23:59:59Z",
+        // Fields in range, instant not (found by fuzz/point_fuzz): before 1970
+        // or after 2261 in UTC.
+        "time:1970-01-01T00:00+01:00", "time:2261-12-31T23:59-23:59", "time:1969-12-31T23:59Z", "a/b", ".hidden", "x y", "cp\n1", "café",
         std::string(129, 'a'), "lsn:5:6"}) {
     ParsedPoint pp;
     Status st = rwd::ParsePoint(text, &pp);

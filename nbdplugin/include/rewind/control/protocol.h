@@ -24,6 +24,11 @@ namespace rwd::control {
 inline constexpr int kProtocolVersion = 1;
 // Longest request line a server accepts, without its '\n'.
 inline constexpr size_t kMaxRequestLine = 65536;
+// Deepest nesting of arrays and objects a server accepts in a request (the
+// request object itself is level 1).  Deeper input is refused before it is
+// parsed: copying or printing a JSON value recurses once per level, and the
+// id is copied and printed into the answer.
+inline constexpr size_t kMaxRequestDepth = 64;
 // Longest response line a client accepts (a long timeline is one line).
 inline constexpr size_t kMaxResponseLine = 64u << 20;
 // A server closes a connection idle for this long.
