@@ -39,6 +39,7 @@
 #include <set>
 #include <random>
 
+#include "support/env.h"
 #include "support/nbd_rewind.h"
 
 namespace rwd::test {
@@ -52,14 +53,9 @@ constexpr uint64_t kBlocks = kDiskSize / kBlock;
 
 using Bytes = std::vector<uint8_t>;
 
-uint64_t SeedFromEnv() {
-  const char* s = std::getenv("REWIND_E2E_SEED");
-  return s ? std::strtoull(s, nullptr, 10) : std::random_device{}();
-}
-
+uint64_t SeedFromEnv() { return rwd::test::SeedFromEnv("REWIND_E2E_SEED"); }
 int TrialsFromEnv(int fallback) {
-  const char* s = std::getenv("REWIND_CORRUPTION_TRIALS");
-  return s ? std::max(1, std::atoi(s)) : fallback;
+  return rwd::test::PositiveIntFromEnv("REWIND_CORRUPTION_TRIALS", fallback);
 }
 
 // A store with a known history, kept pristine beside the path it was made

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "support/crash_model.h"
+#include "support/env.h"
 #include "support/nbd_rewind.h"
 
 namespace rwd::test {
@@ -202,16 +203,8 @@ DurabilityResult RunDurabilityRounds(const DurabilityConfig& cfg) {
   return finish();
 }
 
-int RoundsFromEnv(int dflt) {
-  const char* e = std::getenv("REWIND_E2E_ROUNDS");
-  return e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : dflt;
-}
-
-uint64_t SeedFromEnv() {
-  const char* e = std::getenv("REWIND_E2E_SEED");
-  if (e != nullptr) return std::strtoull(e, nullptr, 0);
-  return std::random_device{}();
-}
+int RoundsFromEnv(int dflt) { return rwd::test::PositiveIntFromEnv("REWIND_E2E_ROUNDS", dflt); }
+uint64_t SeedFromEnv() { return rwd::test::SeedFromEnv("REWIND_E2E_SEED"); }
 
 std::string Report(const DurabilityResult& r) {
   std::string s = r.stats.ToString();

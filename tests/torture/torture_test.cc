@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "support/crash_model.h"
+#include "support/env.h"
 #include "support/nbd_rewind.h"
 
 namespace rwd::test {
@@ -503,16 +504,8 @@ class Torture {
 
 TortureResult RunTorture(const TortureConfig& cfg) { return Torture(cfg).Run(); }
 
-int KillsFromEnv(int dflt) {
-  const char* e = std::getenv("REWIND_TORTURE_KILLS");
-  return e != nullptr && std::atoi(e) > 0 ? std::atoi(e) : dflt;
-}
-
-uint64_t SeedFromEnv() {
-  const char* e = std::getenv("REWIND_TORTURE_SEED");
-  if (e != nullptr) return std::strtoull(e, nullptr, 0);
-  return std::random_device{}();
-}
+int KillsFromEnv(int dflt) { return rwd::test::PositiveIntFromEnv("REWIND_TORTURE_KILLS", dflt); }
+uint64_t SeedFromEnv() { return rwd::test::SeedFromEnv("REWIND_TORTURE_SEED"); }
 
 std::string Report(const TortureResult& r) {
   std::string s = r.stats.ToString();
