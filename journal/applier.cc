@@ -61,23 +61,52 @@ void StoreImpl::ApplierLoop() {
       state_cv_.notify_all();
     }
     auto now = std::chrono::steady_clock::now();
-    if (applied > persisted_applied_ &&
-        (bytes_since_sync >= sync_bytes || now - last_sync >= sync_interval)) {
-      // Invariant: applied_lsn is recorded only after the images holding
-      // every record <= it have been synced.
-      s = SyncImages(/*all=*/false);
-      if (s.ok()) {
-        FaultPoint("apply.after_image_sync");
-        s = PersistApplied(applied);
-      }
-      if (!s.ok()) {
-        Refuse(s);
-        return;
-      }
+    // The sync runs on the syncer's thread: an fdatasync of an image with
+    // a gigabyte of dirty pages takes the device a second, and applying
+    // must not stop for it (writers would fill max_pending_bytes and
+    // wait).  If the syncer is still busy the request is made again after
+    // a later round.
+    if (applied > persisted_applied_.load() &&
+        (bytes_since_sync >= sync_bytes || now - last_sync >= sync_interval) &&
+        RequestImageSync(applied)) {
       bytes_since_sync = 0;
       last_sync = now;
     }
     l.lock();
+  }
+}
+
+bool StoreImpl::RequestImageSync(uint64_t lsn) {
+  std::lock_guard<std::mutex> g(sync_mu_);
+  if (sync_busy_ || sync_request_lsn_ != 0) return false;
+  sync_request_lsn_ = lsn;
+  sync_cv_.notify_all();
+  return true;
+}
+
+// Invariant: applied_lsn is recorded only after the images hold every
+// record <= it and are synced.  The request's lsn was applied (its image
+// writes completed, image_dirty set) before the request was made, so the
+// syncs made after taking it cover it; writes the applier makes meanwhile
+// are newer and leave image_dirty set for the next sync.
+void StoreImpl::SyncerLoop() {
+  std::unique_lock<std::mutex> g(sync_mu_);
+  for (;;) {
+    sync_cv_.wait(g, [&] { return sync_stop_ || sync_request_lsn_ != 0; });
+    if (sync_request_lsn_ == 0) return;  // stopping, nothing asked
+    const uint64_t lsn = sync_request_lsn_;
+    sync_request_lsn_ = 0;
+    sync_busy_ = true;
+    g.unlock();
+    Status s = refused_.load() ? Status::Ok() : SyncImages(/*all=*/false);
+    if (s.ok() && !refused_.load()) {
+      FaultPoint("apply.after_image_sync");
+      s = PersistApplied(lsn);
+    }
+    if (!s.ok()) Refuse(s);
+    g.lock();
+    sync_busy_ = false;
+    sync_cv_.notify_all();
   }
 }
 
@@ -88,9 +117,9 @@ Status StoreImpl::ApplyOps(std::vector<ApplyOp>& ops) {
     Status s = ApplyWrites(ops, begin, i);  // writes before the zero first
     if (!s.ok()) return s;
     DiskImpl& d = *disks_[ops[i].disk];
-    d.image_dirty = true;
     s = d.image->Zero(ops[i].offset, ops[i].length, ops[i].kind == OpKind::kTrim);
     if (!s.ok()) return s;
+    d.image_dirty = true;  // after the write: a sync that clears it covers it
     begin = i + 1;
   }
   return ApplyWrites(ops, begin, ops.size());
@@ -146,9 +175,9 @@ Status StoreImpl::ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t en
       iov.push_back(IoVec{off, n.data, len});
     }
     FaultPoint("apply.before_image_write");
-    d.image_dirty = true;
     Status s = d.image->WriteV(iov);
     if (!s.ok()) return s;
+    d.image_dirty = true;  // after the write: a sync that clears it covers it
     FaultPoint("apply.after_image_write");
     for (size_t i = first; i < last; i++) d.overlay.RemoveIf(pages[i].page, pages[i].lsn);
     first = last;
@@ -169,6 +198,14 @@ void StoreImpl::StopThreads() {
   committer_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
   if (applier_.joinable()) applier_.join();
+  // After the applier: it makes no more requests.  A request already made
+  // is carried out first.
+  {
+    std::lock_guard<std::mutex> g(sync_mu_);
+    sync_stop_ = true;
+  }
+  sync_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
 }
 
 }  // namespace rwd

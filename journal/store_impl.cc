@@ -235,10 +235,14 @@ Status StoreImpl::Diff(const PointInfo& from, const PointInfo& to, DiffResult* o
 
 Status StoreImpl::SyncImages(bool all) {
   for (auto& d : disks_) {
-    if (!all && !d->image_dirty) continue;
+    // Cleared before the sync: a write completing after this sets it again
+    // and the next sync covers it; one completed before is covered by this.
+    if (!d->image_dirty.exchange(false) && !all) continue;
     Status s = d->image->Sync();
-    if (!s.ok()) return s;
-    d->image_dirty = false;
+    if (!s.ok()) {
+      d->image_dirty = true;
+      return s;
+    }
   }
   return Status::Ok();
 }
@@ -471,7 +475,7 @@ Status StoreImpl::Close() {
   const bool images_open = !disks_.empty() && disks_.back()->image != nullptr;
   if (db_ && result.ok() && !refused_.load() && images_open) {
     result = SyncImages(/*all=*/true);
-    if (result.ok() && applied_lsn_.load() > persisted_applied_) {
+    if (result.ok() && applied_lsn_.load() > persisted_applied_.load()) {
       result = PersistApplied(applied_lsn_.load());
     }
     if (result.ok()) {

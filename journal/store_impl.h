@@ -184,7 +184,9 @@ class DiskImpl final : public Disk {
   RangeLock range_lock;
   EpochStamps stamps;
   Overlay overlay;
-  bool image_dirty = false;  // applier thread only: written since its last sync
+  // Written since its last sync: set by the applier after each image write
+  // completes, cleared by SyncImages just before it syncs.
+  std::atomic<bool> image_dirty{false};
 
  private:
   StoreImpl* const store_;
@@ -356,6 +358,10 @@ class StoreImpl final : public Store {
 
   // applier.cc
   void ApplierLoop();
+  void SyncerLoop();
+  // Asks the syncer to sync the images and record lsn as applied; false
+  // when it is still busy with an earlier request (ask again later).
+  bool RequestImageSync(uint64_t lsn);
   Status ApplyOps(std::vector<ApplyOp>& ops);
   Status ApplyWrites(std::vector<ApplyOp>& ops, size_t begin, size_t end);
   Status PersistApplied(uint64_t lsn);
@@ -434,13 +440,23 @@ class StoreImpl final : public Store {
   std::deque<ApplyOp> apply_queue_;          // GUARDED_BY(state_mu_)
   std::atomic<uint64_t> pending_bytes_{0};   // sequenced write bytes not yet in the image
   std::atomic<uint64_t> unsynced_bytes_{0};  // sequenced write bytes not yet durable
-  uint64_t persisted_applied_ = 0;           // applier thread only
+  // The applied_lsn last recorded in RocksDB: by recovery, the syncer, Close.
+  std::atomic<uint64_t> persisted_applied_{0};
   uint64_t recovery_cut_records_ = 0;        // redo records dropped by the last Open
   bool stopping_ = false;                    // GUARDED_BY(state_mu_)
   std::atomic<bool> refused_{false};
   std::string refused_reason_;               // GUARDED_BY(state_mu_)
   std::thread committer_;
   std::thread applier_;
+  // The image syncer (applier.cc, thread rwd-imgsync): syncs the images and
+  // then records applied_lsn, on request of the applier, which goes on
+  // applying meanwhile.
+  std::thread syncer_;
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t sync_request_lsn_ = 0;  // GUARDED_BY(sync_mu_): 0 when none is waiting
+  bool sync_busy_ = false;         // GUARDED_BY(sync_mu_): a request taken, not finished
+  bool sync_stop_ = false;         // GUARDED_BY(sync_mu_)
   bool closed_ = false;
 };
 

@@ -457,6 +457,10 @@ Status StoreImpl::Init(bool created) {
     pthread_setname_np(pthread_self(), "rwd-applier");
     ApplierLoop();
   });
+  syncer_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "rwd-imgsync");
+    SyncerLoop();
+  });
   return ResumeRollback();
 }
 
