@@ -327,11 +327,7 @@ TEST_CASE("durability harness: accepts the file plugin, catches the memory plugi
   CHECK(good.failures.empty());
 
   cfg.start = [&](int) {
-    NbdServerOptions o;
-    o.plugin = "memory";
-    o.params = {"size=64M"};
-    o.workdir = tmp.path();
-    return NbdServer::Start(o);
+    return NbdServer::Start(MemoryPluginOptions(tmp.path()));
   };
   DurabilityResult bad = RunDurabilityRounds(cfg);
   INFO("memory plugin: " << Report(bad));

@@ -519,11 +519,7 @@ TEST_CASE("misbehaving clients: multi-conn, a write acked on one connection is m
   // empties) it finds the writes lost.
   MultiConnResult bad = RunMultiConn(
       [&](int) {
-        NbdServerOptions o;
-        o.plugin = "memory";
-        o.params = {"size=64M"};
-        o.workdir = tmp.path();
-        return NbdServer::Start(o);
+        return NbdServer::Start(MemoryPluginOptions(tmp.path()));
       },
       1);
   CHECK(bad.lost > 0);
@@ -540,11 +536,7 @@ namespace {
 TEST_CASE("nbdkit core: connections dropped with requests in flight, memory plugin",
           "[.][nbdkit-drop]") {
   TempDir tmp;
-  NbdServerOptions o;
-  o.plugin = "memory";
-  o.params = {"size=64M"};
-  o.workdir = tmp.path();
-  auto server = NbdServer::Start(o);
+  auto server = NbdServer::Start(MemoryPluginOptions(tmp.path()));
   for (int i = 0; i < 200; ++i) {
     nbd_handle* h = nbd_create();
     REQUIRE(h != nullptr);

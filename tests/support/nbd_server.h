@@ -40,6 +40,17 @@ struct NbdServerOptions {
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
 };
 
+// nbdkit's memory plugin (a disk that kill -9 empties: the broken target of
+// the durability self-checks), size bytes, in workdir.
+inline NbdServerOptions MemoryPluginOptions(const std::string& workdir,
+                                            const std::string& size = "64M") {
+  NbdServerOptions o;
+  o.plugin = "memory";
+  o.params = {"size=" + size};
+  o.workdir = workdir;
+  return o;
+}
+
 // One nbdkit process: `nbdkit -f --exit-with-parent -U SOCK -P PIDFILE
 // [flags] PLUGIN params...`, its stdout and stderr appended to
 // workdir/nbdkit.log.  The destructor stops it (SIGTERM, then SIGKILL after

@@ -593,11 +593,7 @@ TEST_CASE(
   INFO("seed " << cfg.seed);
 
   cfg.start = [&](int) {
-    NbdServerOptions o;
-    o.plugin = "memory";
-    o.params = {"size=64M"};
-    o.workdir = tmp.path();
-    return NbdServer::Start(o);
+    return NbdServer::Start(MemoryPluginOptions(tmp.path()));
   };
   TortureResult memory = RunTorture(cfg);
   INFO("memory plugin: " << Report(memory));
