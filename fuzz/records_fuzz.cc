@@ -155,8 +155,8 @@ void Checkpoint(std::string_view key, std::string value, bool fix) {
   CheckpointRecord r2;
   FUZZ_CHECK(DecodeCheckpoint(key, again, &r2).ok());
   FUZZ_CHECK(r2.id == r.id && r2.kind == r.kind && r2.pinned == r.pinned &&
-             r2.pending == r.pending && r2.lsn == r.lsn && r2.time_ns == r.time_ns &&
-             r2.name == r.name);
+             r2.pending == r.pending && r2.supervised == r.supervised && r2.lsn == r.lsn &&
+             r2.time_ns == r.time_ns && r2.name == r.name);
 }
 
 bool SameMeta(const MetaFile& a, const MetaFile& b) {

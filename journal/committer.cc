@@ -129,6 +129,8 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
       rec.name = op.name;
       rec.kind = op.checkpoint_kind;
       rec.pending = op.pending;
+      rec.pinned = op.pinned;
+      rec.supervised = op.supervised;
       rec.lsn = op.lsn;
       rec.time_ns = op.time_ns;
       rs = batch.Put(cp_cf_, records::CheckpointKey(rec.id), records::EncodeCheckpoint(rec));

@@ -98,7 +98,9 @@ inline constexpr size_t kUndoValueSize = 48;
 inline constexpr size_t kUndoChecksumOffset = 40;
 
 // Checkpoint record: key = checkpoint id (u64 BE, from 1).
-//   0  u8  kind (1 disk, 2 vm)   1 u8 flags (bit 0 pinned, bit 1 pending)
+//   0  u8  kind (1 disk, 2 vm)
+//   1  u8  flags (bit 0 pinned, bit 1 pending, bit 2 supervised; readers
+//          ignore the others, writers leave them 0)
 //   2  u16 name length
 //   4  u32 reserved (0)
 //   8  u64 lsn                  16 i64 time_ns
@@ -108,6 +110,8 @@ enum class CheckpointKind : uint8_t { kDisk = 1, kVm = 2 };
 inline constexpr uint8_t kCheckpointFlagPinned = 1;
 // Taken but not committed: invisible to users (Store::CommitCheckpoint).
 inline constexpr uint8_t kCheckpointFlagPending = 2;
+// Taken by `rewind supervise`: informational only.
+inline constexpr uint8_t kCheckpointFlagSupervised = 4;
 inline constexpr size_t kCheckpointFixedSize = 24;
 inline constexpr size_t kMaxCheckpointName = 128;
 

@@ -173,7 +173,8 @@ std::string EncodeCheckpoint(const CheckpointRecord& r) {
   std::string v(format::kCheckpointFixedSize, '\0');
   v[0] = static_cast<char>(r.kind);
   v[1] = static_cast<char>((r.pinned ? format::kCheckpointFlagPinned : 0) |
-                           (r.pending ? format::kCheckpointFlagPending : 0));
+                           (r.pending ? format::kCheckpointFlagPending : 0) |
+                           (r.supervised ? format::kCheckpointFlagSupervised : 0));
   v[2] = static_cast<char>(r.name.size() & 0xff);
   v[3] = static_cast<char>(r.name.size() >> 8);
   PutLE64(v.data() + 8, r.lsn);
@@ -205,6 +206,7 @@ Status DecodeCheckpoint(std::string_view key, std::string_view value, Checkpoint
   r->kind = static_cast<format::CheckpointKind>(kind);
   r->pinned = (p[1] & format::kCheckpointFlagPinned) != 0;
   r->pending = (p[1] & format::kCheckpointFlagPending) != 0;
+  r->supervised = (p[1] & format::kCheckpointFlagSupervised) != 0;
   r->lsn = GetLE64(p + 8);
   r->time_ns = static_cast<int64_t>(GetLE64(p + 16));
   r->name.assign(p + format::kCheckpointFixedSize, name_len);

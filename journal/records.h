@@ -103,6 +103,7 @@ struct CheckpointRecord {
   format::CheckpointKind kind = format::CheckpointKind::kDisk;
   bool pinned = false;
   bool pending = false;
+  bool supervised = false;
   uint64_t lsn = 0;
   int64_t time_ns = 0;
   std::string name;

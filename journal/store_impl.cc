@@ -341,6 +341,7 @@ CheckpointInfo CheckpointInfoOf(const records::CheckpointRecord& r) {
   c.kind = r.kind == format::CheckpointKind::kVm ? "vm" : "disk";
   c.pinned = r.pinned;
   c.pending = r.pending;
+  c.supervised = r.supervised;
   return c;
 }
 

@@ -230,6 +230,8 @@ struct JournalOp {
   std::string name;
   format::CheckpointKind checkpoint_kind = format::CheckpointKind::kDisk;
   bool pending = false;
+  bool pinned = false;
+  bool supervised = false;
 };
 using OpKind = JournalOp::Kind;
 
@@ -270,6 +272,7 @@ class StoreImpl final : public Store {
   using Store::ListCheckpoints;
   Status Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) override;
   Status CommitCheckpoint(uint64_t id, CheckpointInfo* out) override;
+  Status SetPinned(const std::string& name, bool pinned, CheckpointInfo* out) override;
   Status ListCheckpoints(std::vector<CheckpointInfo>* out, bool with_pending) override;
   Status GetInfo(StoreInfo* out) override;
   Status ResolvePoint(const std::string& text, PointInfo* out) override;

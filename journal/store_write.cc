@@ -207,7 +207,8 @@ Status StoreImpl::Sequence(JournalOp&& op, DiskImpl* d, std::map<uint64_t, std::
       cp_out->lsn = op.lsn;
       cp_out->time_ns = op.time_ns;
       cp_out->kind = op.checkpoint_kind == format::CheckpointKind::kVm ? "vm" : "disk";
-      cp_out->pinned = false;
+      cp_out->pinned = op.pinned;
+      cp_out->supervised = op.supervised;
       cp_out->pending = op.pending;
       cp_out->undo_bytes = 0;
     }
@@ -423,6 +424,8 @@ Status StoreImpl::Checkpoint(const CheckpointOptions& options, CheckpointInfo* o
   op.name = name;
   op.checkpoint_kind = kind;
   op.pending = options.pending;
+  op.pinned = options.pinned;
+  op.supervised = options.supervised;
   CheckpointInfo info;
   uint64_t seq = 0;
   s = Sequence(std::move(op), nullptr, nullptr, 0, &seq, &info);
@@ -467,6 +470,56 @@ Status StoreImpl::CommitCheckpoint(uint64_t id, CheckpointInfo* out) {
     s = SyncedMetaWrite(&b);
     if (!s.ok()) return s;
     checkpoint_names_[r.name] = r.id;
+  }
+  if (out) {
+    *out = CheckpointInfoOf(r);
+    std::string u;
+    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &u).ok() &&
+        u.size() == 8) {
+      out->undo_bytes = records::GetLE64(u.data());
+    }
+  }
+  return Status::Ok();
+}
+
+// Rewrites a visible checkpoint's record with its pinned flag, synced.
+// Under rollback_mu_ so that a prune, which decides what to keep from the
+// records it reads under the same lock, sees the flag before or after the
+// change, never a record rewritten behind it; and cp_mu_ so that no commit
+// of a pending checkpoint takes the name meanwhile.
+Status StoreImpl::SetPinned(const std::string& name, bool pinned, CheckpointInfo* out) {
+  Status s = ValidateCheckpointName(name);
+  if (!s.ok()) return s;
+  s = CheckWritable();
+  if (!s.ok()) return s;
+  s = WaitCommitted();  // the record of a checkpoint just taken is in RocksDB
+  if (!s.ok()) return s;
+  std::lock_guard<std::mutex> rb(rollback_mu_);
+  std::lock_guard<std::mutex> c(cp_mu_);
+  auto it = checkpoint_names_.find(name);
+  if (it == checkpoint_names_.end()) {
+    return Status::NotFound("no checkpoint named '" + name + "' in " + options_.dir +
+                            " ('rewind list' shows them)");
+  }
+  const uint64_t id = it->second;
+  std::string v;
+  const std::string key = records::CheckpointKey(id);
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cp_cf_, key, &v);
+  if (rs.IsNotFound()) {
+    return Status::NotFound("no checkpoint named '" + name + "' in " + options_.dir +
+                            " ('rewind list' shows them)");
+  }
+  if (!rs.ok()) return FromRocks(rs, "read checkpoint '" + name + "'");
+  records::CheckpointRecord r;
+  s = records::DecodeCheckpoint(key, v, &r);
+  if (!s.ok()) return s;
+  if (r.pinned != pinned) {
+    r.pinned = pinned;
+    rocksdb::WriteBatch b;
+    rs = b.Put(cp_cf_, key, records::EncodeCheckpoint(r));
+    if (!rs.ok()) return FromRocks(rs, "pin checkpoint");
+    s = SyncedMetaWrite(&b);
+    if (!s.ok()) return s;
   }
   if (out) {
     *out = CheckpointInfoOf(r);

@@ -31,6 +31,7 @@ class UnusedStore : public Store {
   using Store::ListCheckpoints;
   Status Checkpoint(const CheckpointOptions&, CheckpointInfo*) override { return Unused(); }
   Status CommitCheckpoint(uint64_t, CheckpointInfo*) override { return Unused(); }
+  Status SetPinned(const std::string&, bool, CheckpointInfo*) override { return Unused(); }
   Status ListCheckpoints(std::vector<CheckpointInfo>*, bool) override { return Unused(); }
   Status GetInfo(StoreInfo*) override { return Unused(); }
   Status ResolvePoint(const std::string&, PointInfo*) override { return Unused(); }

@@ -114,7 +114,12 @@ struct CheckpointInfo {
   uint64_t lsn = 0;       // the checkpoint covers every record with LSN <= lsn
   int64_t time_ns = 0;    // wall-clock time it was taken
   std::string kind = "disk";  // "disk", or "vm" for a whole-VM checkpoint
+  // Kept by every Prune whatever its policy (CheckpointOptions::pinned,
+  // Store::SetPinned).
   bool pinned = false;
+  // Taken by `rewind supervise` (CheckpointOptions::supervised): a mark of
+  // who made it, for `rewind list`; nothing else depends on it.
+  bool supervised = false;
   // Taken but not yet committed (CommitCheckpoint): hidden from
   // ListCheckpoints, ResolvePoint and the exports, and its name is not
   // reserved.  A whole-VM checkpoint is pending until its saved VM state is.
@@ -156,6 +161,8 @@ struct CheckpointOptions {
   std::string name;           // empty: "cp-<id>"
   std::string kind = "disk";  // "disk" or "vm"
   bool pending = false;       // see CheckpointInfo::pending
+  bool pinned = false;        // see CheckpointInfo::pinned
+  bool supervised = false;    // see CheckpointInfo::supervised
 };
 
 // A point of history: the disk as it was right after the write with LSN
@@ -372,6 +379,14 @@ class Store {
   // visible checkpoint has taken its name meanwhile; NotFound when there is
   // no such checkpoint (pruned); OK when it is already committed.
   [[nodiscard]] virtual Status CommitCheckpoint(uint64_t id, CheckpointInfo* out) = 0;
+  // Pins (pinned) or unpins the visible checkpoint named name: rewrites its
+  // record with the flag, synced before this returns.  A pinned checkpoint
+  // is kept by every Prune.  InvalidArgument for a name that is not a
+  // checkpoint name; NotFound for an unknown one (a pending checkpoint has
+  // none yet); OK, changing nothing, when it already is so.
+  // out (may be null): the checkpoint afterwards.
+  [[nodiscard]] virtual Status SetPinned(const std::string& name, bool pinned,
+                                         CheckpointInfo* out) = 0;
   // The visible checkpoints, oldest first; with_pending: also the pending.
   [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out,
                                                bool with_pending) = 0;
