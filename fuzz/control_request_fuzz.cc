@@ -9,7 +9,8 @@
 //     that error;
 //   - an accepted request satisfies the checks the parser promises (a
 //     restore's output is absolute, a prune keeps something, a commit names
-//     a checkpoint, a kind is "disk" or "vm") and re-serializes: its
+//     a checkpoint, a kind is "disk" or "vm", a pin names a checkpoint) and
+//     re-serializes: its
 //     canonical JSON parses to the same request.
 #include "fuzz_check.h"
 
@@ -39,6 +40,12 @@ json Canonical(const Request& r) {
       j["name"] = r.name;
       j["kind"] = r.kind;
       j["pending"] = r.pending;
+      j["pinned"] = r.pinned;
+      j["supervised"] = r.supervised;
+      break;
+    case Op::kPin:
+      j["name"] = r.name;
+      j["pinned"] = r.pinned;
       break;
     case Op::kCommitCheckpoint: j["checkpoint"] = r.checkpoint_id; break;
     case Op::kList: j["pending"] = r.with_pending; break;
@@ -73,7 +80,8 @@ json Canonical(const Request& r) {
 
 bool Same(const Request& a, const Request& b) {
   return a.id == b.id && a.op == b.op && a.name == b.name && a.kind == b.kind &&
-         a.pending == b.pending && a.checkpoint_id == b.checkpoint_id &&
+         a.pending == b.pending && a.pinned == b.pinned && a.supervised == b.supervised &&
+         a.checkpoint_id == b.checkpoint_id &&
          a.with_pending == b.with_pending && a.quiesced == b.quiesced && a.to == b.to &&
          a.from == b.from && a.output == b.output && a.force == b.force && a.disk == b.disk &&
          a.policy.keep_last == b.policy.keep_last &&
@@ -113,6 +121,7 @@ void CheckAccepted(const Request& req) {
   }
   if (req.op == Op::kCommitCheckpoint) FUZZ_CHECK(req.checkpoint_id > 0);
   if (req.op == Op::kCheckpoint) FUZZ_CHECK(req.kind == "disk" || req.kind == "vm");
+  if (req.op == Op::kPin) FUZZ_CHECK(!req.name.empty());
   if (!IsLongOp(req.op)) FUZZ_CHECK(!req.progress);
 
   const std::string line = ToLine(Canonical(req));

@@ -44,7 +44,7 @@ json ToJson(const CheckpointInfo& cp) {
               {"lsn", cp.lsn},         {"time", FormatTime(cp.time_ns)},
               {"time_ns", cp.time_ns}, {"kind", cp.kind},
               {"pinned", cp.pinned},   {"undo_bytes", cp.undo_bytes},
-              {"pending", cp.pending}};
+              {"pending", cp.pending}, {"supervised", cp.supervised}};
 }
 
 json ToJson(const StoreInfo& info, bool online) {
@@ -169,6 +169,7 @@ Status FromJson(const json& j, CheckpointInfo* out) {
   r.Bool("pinned", &cp.pinned);
   r.Unsigned("undo_bytes", &cp.undo_bytes);
   r.Bool("pending", &cp.pending, /*required=*/false);  // added with whole-VM checkpoints
+  r.Bool("supervised", &cp.supervised, /*required=*/false);  // added with rewind supervise
   if (!r.status().ok()) return r.status();
   *out = std::move(cp);
   return Status::Ok();
@@ -461,6 +462,7 @@ const char* OpName(Op op) {
     case Op::kVerify: return "verify";
     case Op::kPrune: return "prune";
     case Op::kCommitCheckpoint: return "commit-checkpoint";
+    case Op::kPin: return "pin";
   }
   return "?";
 }
@@ -476,7 +478,7 @@ namespace {
 
 constexpr Op kOps[] = {Op::kHello,  Op::kInfo,   Op::kCheckpoint, Op::kList,
                        Op::kRestore, Op::kRollback, Op::kDiff,     Op::kVerify,
-                       Op::kPrune,  Op::kCommitCheckpoint};
+                       Op::kPrune,  Op::kCommitCheckpoint, Op::kPin};
 
 std::optional<Op> OpFromName(std::string_view name) {
   for (Op op : kOps) {
@@ -581,7 +583,18 @@ std::optional<Error> ParseArguments(const json& j, Request* out) {
         }
         out->kind = kind->get<std::string>();
       }
-      return OptionalBool(j, out->op, "pending", &out->pending);
+      if (auto e = OptionalBool(j, out->op, "pending", &out->pending)) return e;
+      if (auto e = OptionalBool(j, out->op, "pinned", &out->pinned)) return e;
+      return OptionalBool(j, out->op, "supervised", &out->supervised);
+    }
+    case Op::kPin: {
+      if (auto e = RequiredString(j, out->op, "name", " (the checkpoint)", &out->name)) return e;
+      if (out->name.empty()) return BadRequest("pin member 'name' is empty");
+      auto pinned = j.find("pinned");
+      if (pinned == j.end() || pinned->is_null()) {
+        return BadRequest("pin request has no member 'pinned' (true to pin, false to unpin)");
+      }
+      return OptionalBool(j, out->op, "pinned", &out->pinned);
     }
     case Op::kCommitCheckpoint:
       if (auto e = OptionalCount(j, out->op, "checkpoint", &out->checkpoint_id)) return e;

@@ -278,6 +278,8 @@ json Dispatch(const Context& c) {
       options.name = c.req.name;
       options.kind = c.req.kind;
       options.pending = c.req.pending;
+      options.pinned = c.req.pinned;
+      options.supervised = c.req.supervised;
       CheckpointInfo cp;
       Status s = store.Checkpoint(options, &cp);
       if (!s.ok()) return c.Fail(s);
@@ -286,6 +288,12 @@ json Dispatch(const Context& c) {
     case Op::kCommitCheckpoint: {
       CheckpointInfo cp;
       Status s = store.CommitCheckpoint(c.req.checkpoint_id, &cp);
+      if (!s.ok()) return c.Fail(s);
+      return MakeResult(c.req.id, ToJson(cp));
+    }
+    case Op::kPin: {
+      CheckpointInfo cp;
+      Status s = store.SetPinned(c.req.name, c.req.pinned, &cp);
       if (!s.ok()) return c.Fail(s);
       return MakeResult(c.req.id, ToJson(cp));
     }

@@ -310,7 +310,8 @@ TEST_CASE("CheckpointInfo JSON round trip", "[control]") {
   json j = ToJson(cp);
   CHECK(j == json::parse(R"({"id": 3, "name": "before-upgrade", "lsn": 18234,
       "time": "2026-11-23T10:15:00.123456789Z", "time_ns": 1795428900123456789,
-      "kind": "disk", "pinned": true, "undo_bytes": 1048576, "pending": false})"));
+      "kind": "disk", "pinned": true, "undo_bytes": 1048576, "pending": false,
+      "supervised": false})"));
 
   CheckpointInfo back;
   REQUIRE(FromJson(json::parse(j.dump()), &back).ok());
@@ -333,6 +334,16 @@ TEST_CASE("CheckpointInfo JSON round trip", "[control]") {
   old.erase("pending");
   REQUIRE(FromJson(old, &back).ok());
   CHECK_FALSE(back.pending);
+
+  // Taken by rewind supervise; "supervised" may be absent (older servers).
+  cp.supervised = true;
+  j = ToJson(cp);
+  CHECK(j["supervised"] == true);
+  REQUIRE(FromJson(j, &back).ok());
+  CHECK(back.supervised);
+  j.erase("supervised");
+  REQUIRE(FromJson(j, &back).ok());
+  CHECK_FALSE(back.supervised);
 }
 
 TEST_CASE("CheckpointInfo FromJson names a missing or mistyped member", "[control]") {
@@ -355,6 +366,9 @@ TEST_CASE("CheckpointInfo FromJson names a missing or mistyped member", "[contro
   CHECK_FALSE(FromJson(j, &out).ok());
   j = good;
   j["pinned"] = 1;
+  CHECK_FALSE(FromJson(j, &out).ok());
+  j = good;
+  j["supervised"] = "yes";
   CHECK_FALSE(FromJson(j, &out).ok());
   j = good;
   j["time_ns"] = 18446744073709551615ull;

@@ -150,6 +150,26 @@ std::vector<BadMessage> BadMessages() {
   add(R"({"v": 1, "op": "checkpoint", "name": "ok2", "kind": 1})", "bad-request", "kind a number");
   add(R"({"v": 1, "op": "checkpoint", "name": "ok3", "pending": "yes"})", "bad-request", "pending a string");
   add(R"({"v": 1, "op": "checkpoint", "name": "ok4", "pending": 1})", "bad-request", "pending a number");
+  add(R"({"v": 1, "op": "checkpoint", "name": "ok5", "pinned": "yes"})", "bad-request", "pinned a string");
+  add(R"({"v": 1, "op": "checkpoint", "name": "ok6", "pinned": 1})", "bad-request", "pinned a number");
+  add(R"({"v": 1, "op": "checkpoint", "name": "ok7", "supervised": "yes"})", "bad-request",
+      "supervised a string");
+  add(R"({"v": 1, "op": "checkpoint", "name": "ok8", "supervised": [true]})", "bad-request",
+      "supervised an array");
+  // pin.
+  add(R"({"v": 1, "op": "pin", "pinned": true})", "bad-request", "pin without name");
+  add(R"({"v": 1, "op": "pin", "name": null, "pinned": true})", "bad-request", "pin name null");
+  add(R"({"v": 1, "op": "pin", "name": 1, "pinned": true})", "bad-request", "pin name a number");
+  add(R"({"v": 1, "op": "pin", "name": ["base"], "pinned": true})", "bad-request", "pin name an array");
+  add(R"({"v": 1, "op": "pin", "name": "", "pinned": true})", "bad-request", "pin name empty");
+  add(R"({"v": 1, "op": "pin", "name": "base"})", "bad-request", "pin without pinned");
+  add(R"({"v": 1, "op": "pin", "name": "base", "pinned": null})", "bad-request", "pin pinned null");
+  add(R"({"v": 1, "op": "pin", "name": "base", "pinned": "true"})", "bad-request", "pin pinned a string");
+  add(R"({"v": 1, "op": "pin", "name": "base", "pinned": 1})", "bad-request", "pin pinned a number");
+  add(R"({"v": 1, "op": "pin", "name": "nope", "pinned": true})", "not-found", "pin unknown name");
+  add(R"({"v": 1, "op": "pin", "name": "a\nb", "pinned": true})", "invalid-argument", "pin name with newline");
+  add(R"({"v": 1, "op": "pin", "name": "../base", "pinned": true})", "invalid-argument", "pin name with ..");
+  add(R"({"v": 1, "op": "pin", "name": "lsn:1", "pinned": true})", "invalid-argument", "pin name a POINT");
   // commit-checkpoint.
   add(R"({"v": 1, "op": "commit-checkpoint"})", "bad-request", "no checkpoint");
   add(R"({"v": 1, "op": "commit-checkpoint", "checkpoint": 0})", "bad-request", "checkpoint 0");

@@ -118,10 +118,11 @@ enum class Op {
   kVerify,
   kPrune,
   kCommitCheckpoint,
+  kPin,
 };
 
 // "hello", "info", "checkpoint", "list", "restore", "rollback", "diff",
-// "verify", "prune", "commit-checkpoint".
+// "verify", "prune", "commit-checkpoint", "pin".
 const char* OpName(Op op);
 // Whether an op's work may be long, so that it takes "progress": restore,
 // rollback, diff, verify, prune.
@@ -133,11 +134,17 @@ struct Request {
   std::optional<nlohmann::json> id;
   Op op = Op::kHello;
   // checkpoint: the requested name; empty lets the server pick "cp-<id>".
+  // pin: the checkpoint to pin or unpin (required, not empty).
   std::string name;
   // checkpoint: "kind" ("disk" or "vm") and "pending" (hidden until
   // commit-checkpoint; CheckpointOptions).
   std::string kind = "disk";
   bool pending = false;
+  // checkpoint: "pinned" (every prune keeps it) and "supervised" (taken by
+  // rewind supervise), both optional.  pin: "pinned" (required): true to
+  // pin, false to unpin.
+  bool pinned = false;
+  bool supervised = false;
   // commit-checkpoint: the pending checkpoint's id ("checkpoint").
   uint64_t checkpoint_id = 0;
   // list: also the pending checkpoints ("pending": true).
