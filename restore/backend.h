@@ -24,9 +24,23 @@ class Backend {
   virtual bool online() const = 0;
 
   [[nodiscard]] virtual Status GetInfo(StoreInfo* out) = 0;
-  // name has passed ValidateCheckpointName, or is empty (the store picks
-  // "cp-<id>").  The checkpoint is durable when this returns.
-  [[nodiscard]] virtual Status Checkpoint(const std::string& name, CheckpointInfo* out) = 0;
+  // options.name has passed ValidateCheckpointName, or is empty (the store
+  // picks "cp-<id>"); kind, pending, pinned and supervised as the store
+  // takes them.  The checkpoint is durable when this returns.  Online, a
+  // plugin that ignores pinned or supervised (one older than this CLI) is
+  // NotSupported, though the checkpoint it took stays.
+  [[nodiscard]] virtual Status Checkpoint(const CheckpointOptions& options,
+                                          CheckpointInfo* out) = 0;
+  // A disk checkpoint of that name, nothing else set.
+  [[nodiscard]] Status Checkpoint(const std::string& name, CheckpointInfo* out) {
+    CheckpointOptions o;
+    o.name = name;
+    return Checkpoint(o, out);
+  }
+  // Pins (pinned) or unpins the visible checkpoint named name, durably
+  // (Store::SetPinned); *out is the checkpoint afterwards.  NotFound for an
+  // unknown name.
+  [[nodiscard]] virtual Status Pin(const std::string& name, bool pinned, CheckpointInfo* out) = 0;
   // Oldest first.
   [[nodiscard]] virtual Status ListCheckpoints(std::vector<CheckpointInfo>* out) = 0;
   // Writes a sparse raw image of the disk at point (a POINT as the user

@@ -20,8 +20,13 @@ class LocalBackend final : public Backend {
 
   Status GetInfo(StoreInfo* out) override { return store_->GetInfo(out); }
 
-  Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
-    return store_->Checkpoint(name, out);
+  using Backend::Checkpoint;
+  Status Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) override {
+    return store_->Checkpoint(options, out);
+  }
+
+  Status Pin(const std::string& name, bool pinned, CheckpointInfo* out) override {
+    return store_->SetPinned(name, pinned, out);
   }
 
   Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {

@@ -30,12 +30,36 @@ class OnlineBackend final : public Backend {
     return Decode(result, out, "info");
   }
 
-  Status Checkpoint(const std::string& name, CheckpointInfo* out) override {
+  // Members are sent only when they differ from their defaults, so that a
+  // plugin that does not know one still takes a plain checkpoint; one that
+  // ignored a flag asked for is reported, not trusted.
+  using Backend::Checkpoint;
+  Status Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) override {
     nlohmann::json request = control::MakeRequest(control::Op::kCheckpoint);
-    if (!name.empty()) request["name"] = name;
+    if (!options.name.empty()) request["name"] = options.name;
+    if (options.kind != "disk") request["kind"] = options.kind;
+    if (options.pending) request["pending"] = true;
+    if (options.pinned) request["pinned"] = true;
+    if (options.supervised) request["supervised"] = true;
     nlohmann::json result;
     if (Status s = Call(request, &result); !s.ok()) return s;
-    return Decode(result, out, "checkpoint");
+    if (Status s = Decode(result, out, "checkpoint"); !s.ok()) return s;
+    if ((options.pinned && !out->pinned) || (options.supervised && !out->supervised)) {
+      return Status::NotSupported(fmt::format(
+          "the running plugin took checkpoint '{}' without its {} flag: it is older than this "
+          "rewind; restart nbdkit with this rewind's plugin",
+          out->name, options.pinned && !out->pinned ? "pinned" : "supervised"));
+    }
+    return Status::Ok();
+  }
+
+  Status Pin(const std::string& name, bool pinned, CheckpointInfo* out) override {
+    nlohmann::json request = control::MakeRequest(control::Op::kPin);
+    request["name"] = name;
+    request["pinned"] = pinned;
+    nlohmann::json result;
+    if (Status s = Call(request, &result); !s.ok()) return s;
+    return Decode(result, out, "pin");
   }
 
   Status ListCheckpoints(std::vector<CheckpointInfo>* out) override {

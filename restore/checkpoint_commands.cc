@@ -1,5 +1,6 @@
-// `rewind checkpoint` and `rewind list`: taking checkpoints and showing the
-// timeline.
+// `rewind checkpoint`, `rewind list`, `rewind pin` and `rewind unpin`:
+// taking checkpoints, showing the timeline and keeping checkpoints from
+// prune.
 #include <fmt/format.h>
 #include <rewind/control/protocol.h>
 #include <rewind/journal/store.h>
@@ -17,25 +18,29 @@ namespace {
 
 // ---- checkpoint ------------------------------------------------------------
 
-struct CheckpointOptions {
+struct CheckpointArgs {
   std::string dir;
   std::string name;  // validated while parsing; empty: the store picks one
+  bool pin = false;
   bool json = false;
 };
 
-Status RunCheckpoint(const CheckpointOptions& o) {
+Status RunCheckpoint(const CheckpointArgs& a) {
   std::unique_ptr<Backend> backend;
-  if (Status s = OpenBackend(o.dir, &backend); !s.ok()) return s;
+  if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
+  rwd::CheckpointOptions options;
+  options.name = a.name;
+  options.pinned = a.pin;
   CheckpointInfo cp;
-  Status s = backend->Checkpoint(o.name, &cp);
+  Status s = backend->Checkpoint(options, &cp);
   Status closed = backend->Close();
   if (!s.ok()) return s;
   if (!closed.ok()) return closed;
-  if (o.json) {
+  if (a.json) {
     PrintJson(control::ToJson(cp));
   } else {
-    std::cout << fmt::format("checkpoint {} at lsn {} ({})\n", cp.name, cp.lsn,
-                             HumanTime(cp.time_ns));
+    std::cout << fmt::format("checkpoint {} at lsn {} ({}){}\n", cp.name, cp.lsn,
+                             HumanTime(cp.time_ns), cp.pinned ? ", pinned" : "");
   }
   return Status::Ok();
 }
@@ -45,10 +50,12 @@ Records a crash-consistent checkpoint of the disk: it covers every write
 acknowledged before it, takes well under a millisecond whatever the disk's
 size, and is durable when the command returns.  Without --name the store
 names it cp-<id>.  A name is 1 to 128 of A-Z a-z 0-9 . _ + -, not starting
-with '.' or '-'; names are unique within a store.
+with '.' or '-'; names are unique within a store.  --pin takes it pinned:
+no prune drops it until 'rewind unpin'.
 
 Examples:
   rewind checkpoint /var/lib/rewind/vm1 --name before-upgrade
+  rewind checkpoint /var/lib/rewind/vm1 --name golden --pin
   rewind checkpoint /var/lib/rewind/vm1)";
 
 // ---- list ------------------------------------------------------------------
@@ -96,12 +103,14 @@ void PrintTimeline(const std::vector<CheckpointInfo>& checkpoints,
                {"TIME UTC", Align::kLeft},
                {"UNDO", Align::kRight},
                {"VM STATE (+NEW)", Align::kRight},
-               {"PINNED", Align::kLeft}});
+               {"PINNED", Align::kLeft},
+               {"BY", Align::kLeft}});
   for (size_t i = 0; i < checkpoints.size(); i++) {
     const CheckpointInfo& cp = checkpoints[i];
     table.AddRow({std::to_string(cp.id), cp.name, cp.kind, std::to_string(cp.lsn),
                   HumanTime(cp.time_ns, /*with_zone=*/false), HumanBytes(cp.undo_bytes),
-                  StateColumn(cp, states[i]), cp.pinned ? "yes" : "no"});
+                  StateColumn(cp, states[i]), cp.pinned ? "yes" : "no",
+                  cp.supervised ? "supervise" : ""});
   }
   table.Print(std::cout);
 }
@@ -138,8 +147,10 @@ Shows the timeline oldest first: every checkpoint with its id, name, kind
 when it was taken, the before-images (undo) it holds, for a whole-VM
 checkpoint the size of its saved memory and device state and what it added
 to the store (chunks shared with other checkpoints are stored once; "other
-store" when the VM's first store holds it), and whether it is pinned
-against pruning.  With --json each checkpoint is a Checkpoint object of
+store" when the VM's first store holds it), whether it is pinned against
+pruning ('rewind pin', 'rewind unpin') and who made it ("supervise" for a
+checkpoint taken by 'rewind supervise', blank for one taken by hand).
+With --json each checkpoint is a Checkpoint object of
 docs/control-protocol.md, plus "state_bytes" and "state_new_bytes" for a
 whole-VM checkpoint whose state this store holds.
 
@@ -147,15 +158,80 @@ Examples:
   rewind list /var/lib/rewind/vm1
   rewind list /var/lib/rewind/vm1 --json | jq -r '.checkpoints[].name')";
 
+// ---- pin, unpin -------------------------------------------------------------
+
+struct PinArgs {
+  std::string dir;
+  std::string name;  // validated while parsing
+  bool json = false;
+};
+
+Status RunPin(const PinArgs& a, bool pinned) {
+  std::unique_ptr<Backend> backend;
+  if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
+  CheckpointInfo cp;
+  Status s = backend->Pin(a.name, pinned, &cp);
+  Status closed = backend->Close();
+  if (!s.ok()) return s;
+  if (!closed.ok()) return closed;
+  if (a.json) {
+    PrintJson(control::ToJson(cp));
+  } else if (cp.pinned) {
+    std::cout << fmt::format("checkpoint {} (lsn {}, {}) is pinned: prune keeps it\n", cp.name,
+                             cp.lsn, HumanTime(cp.time_ns));
+  } else {
+    std::cout << fmt::format("checkpoint {} (lsn {}, {}) is not pinned: prune may drop it\n",
+                             cp.name, cp.lsn, HumanTime(cp.time_ns));
+  }
+  return Status::Ok();
+}
+
+constexpr const char* kPinFooter = R"(
+Pins a checkpoint: no 'rewind prune' drops it, whatever its policy, so the
+disk as it was then stays restorable (and the history from it on stays
+stored: a pinned checkpoint holds back everything newer than it).  The
+change is durable when the command returns.  Pinning a checkpoint already
+pinned changes nothing.  'rewind unpin' undoes it; 'rewind list' shows
+which checkpoints are pinned.
+
+Examples:
+  rewind pin /var/lib/rewind/vm1 before-upgrade
+  rewind pin /var/lib/rewind/vm1 before-upgrade --json)";
+
+constexpr const char* kUnpinFooter = R"(
+Unpins a checkpoint: the next 'rewind prune' keeps or drops it by its
+policy like any other.  The change is durable when the command returns.
+Unpinning a checkpoint that is not pinned changes nothing.
+
+Examples:
+  rewind unpin /var/lib/rewind/vm1 before-upgrade
+  rewind unpin /var/lib/rewind/vm1 before-upgrade --json)";
+
+Command AddPinLikeCommand(CLI::App* parent, bool pinned) {
+  auto a = std::make_shared<PinArgs>();
+  CLI::App* app =
+      pinned ? parent->add_subcommand("pin", "keep a checkpoint from every prune")
+             : parent->add_subcommand("unpin", "let prune drop a pinned checkpoint again");
+  AddDirArgument(app, &a->dir);
+  app->add_option("name", a->name, "the checkpoint")
+      ->required()
+      ->type_name("NAME")
+      ->check(CheckpointNameValidator());
+  AddJsonFlag(app, &a->json);
+  app->footer(pinned ? kPinFooter : kUnpinFooter);
+  return {app, [a, pinned] { return RunPin(*a, pinned); }};
+}
+
 }  // namespace
 
 Command AddCheckpointCommand(CLI::App* parent) {
-  auto o = std::make_shared<CheckpointOptions>();
+  auto o = std::make_shared<CheckpointArgs>();
   CLI::App* app = parent->add_subcommand("checkpoint", "take a crash-consistent disk checkpoint");
   AddDirArgument(app, &o->dir);
   app->add_option("--name", o->name, "name of the checkpoint (default: cp-<id>)")
       ->type_name("NAME")
       ->check(CheckpointNameValidator());
+  app->add_flag("--pin", o->pin, "pin it: no prune drops it (see 'rewind pin')");
   AddJsonFlag(app, &o->json);
   app->footer(kCheckpointFooter);
   return {app, [o] { return RunCheckpoint(*o); }};
@@ -169,5 +245,9 @@ Command AddListCommand(CLI::App* parent) {
   app->footer(kListFooter);
   return {app, [o] { return RunList(*o); }};
 }
+
+Command AddPinCommand(CLI::App* parent) { return AddPinLikeCommand(parent, true); }
+
+Command AddUnpinCommand(CLI::App* parent) { return AddPinLikeCommand(parent, false); }
 
 }  // namespace rwd::cli

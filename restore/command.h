@@ -30,6 +30,8 @@ Command AddInfoCommand(CLI::App* parent);
 // checkpoint_commands.cc
 Command AddCheckpointCommand(CLI::App* parent);
 Command AddListCommand(CLI::App* parent);
+Command AddPinCommand(CLI::App* parent);    // `rewind pin DIR NAME`
+Command AddUnpinCommand(CLI::App* parent);  // `rewind unpin DIR NAME`
 // restore_command.cc
 Command AddRestoreCommand(CLI::App* parent);
 // rollback_command.cc

@@ -95,6 +95,8 @@ void Table::PrintRow(std::ostream& out, const std::vector<std::string>& row,
       line += fmt::format("{:<{}}", row[i], widths[i]);
     }
   }
+  // A blank last cell leaves the separator before it.
+  while (!line.empty() && line.back() == ' ') line.pop_back();
   out << line << '\n';
 }
 

@@ -51,6 +51,7 @@ Examples:
   rewind diff /var/lib/rewind/vm1 --from before-upgrade --to -10m
   rewind verify /var/lib/rewind/vm1
   rewind prune /var/lib/rewind/vm1 --keep-within 7d
+  rewind pin /var/lib/rewind/vm1 before-upgrade
   rewind vm checkpoint --qmp /run/vm1/qmp.sock /var/lib/rewind/vm1 --live)";
 
 // Errors must stay on one line, whatever the message holds.
@@ -127,6 +128,8 @@ int Main(int argc, char** argv) {
       AddDiffCommand(&app),
       AddVerifyCommand(&app),
       AddPruneCommand(&app),
+      AddPinCommand(&app),
+      AddUnpinCommand(&app),
   };
   for (Command& c : AddVmCommands(&app)) commands.push_back(std::move(c));
   try {

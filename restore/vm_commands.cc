@@ -4,6 +4,7 @@
 #include <rewind/control/protocol.h>
 #include <rewind/vmstate/vm.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
@@ -22,6 +23,7 @@ struct VmArgs {
   std::vector<std::string> dirs;
   std::string name;  // checkpoint: --name; restore: --to
   bool live = false;
+  bool pin = false;  // checkpoint: --pin
   bool json = false;
   double timeout_s = 60;
 };
@@ -47,6 +49,7 @@ Status RunVmCheckpoint(const VmArgs& a) {
   o.dirs = a.dirs;
   o.name = a.name;
   o.live = a.live;
+  o.pinned = a.pin;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
   InterruptGuard interrupt;
   TerminalProgress meter;
@@ -69,8 +72,13 @@ Status RunVmCheckpoint(const VmArgs& a) {
                    {"seconds", r.seconds}});
     return Status::Ok();
   }
-  std::cout << fmt::format("whole-VM checkpoint {} ({} mode): {} store(s), guest stopped {:.1f} ms\n",
-                           r.name, r.live ? "live" : "stop", r.disks.size(), r.downtime_ms);
+  const bool pinned = !r.disks.empty() && std::all_of(r.disks.begin(), r.disks.end(),
+                                                      [](const vm::VmDisk& d) {
+                                                        return d.checkpoint.pinned;
+                                                      });
+  std::cout << fmt::format(
+      "whole-VM checkpoint {} ({} mode{}): {} store(s), guest stopped {:.1f} ms\n", r.name,
+      r.live ? "live" : "stop", pinned ? ", pinned" : "", r.disks.size(), r.downtime_ms);
   for (const vm::VmDisk& d : r.disks) {
     std::cout << fmt::format("  {}: lsn {}\n", d.dir, d.checkpoint.lsn);
   }
@@ -132,6 +140,9 @@ limit.  The state is saved in the first DIR, in content-addressed chunks
 shared between checkpoints, so a checkpoint of a mostly idle guest adds
 little.
 
+--pin pins the checkpoint in every store, as 'rewind pin' would: no prune
+drops it.
+
 The checkpoint appears in 'rewind list' (kind vm) only once it is complete;
 an interrupted one (Ctrl-C, QEMU or the plugin killed, a full disk) leaves
 nothing visible, and the guest runs on.
@@ -180,6 +191,7 @@ std::vector<Command> AddVmCommands(CLI::App* parent) {
   cp->add_option("--name", c->name, "the checkpoint's name (default vm-<UTC time>)")
       ->check(CheckpointNameValidator());
   cp->add_flag("--live", c->live, "save memory while the guest runs; stop it only at the end");
+  cp->add_flag("--pin", c->pin, "pin it in every store: no prune drops it (see 'rewind pin')");
   cp->footer(kVmCheckpointFooter);
 
   auto r = std::make_shared<VmArgs>();

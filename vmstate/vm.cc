@@ -106,15 +106,26 @@ Status ListCheckpoints(const std::string& dir, bool with_pending, std::vector<Ch
   return Status::Ok();
 }
 
-Status TakeMarker(const std::string& dir, const std::string& name, CheckpointInfo* out,
-                  milliseconds timeout) {
+// The flags are sent only when set, so that a plugin that does not know
+// them still takes a plain marker; one that ignores a flag asked for is
+// reported rather than trusted.
+Status TakeMarker(const std::string& dir, const std::string& name, bool pinned, bool supervised,
+                  CheckpointInfo* out, milliseconds timeout) {
   Json req = control::MakeRequest(control::Op::kCheckpoint);
   req["name"] = name;
   req["kind"] = "vm";
   req["pending"] = true;
+  if (pinned) req["pinned"] = true;
+  if (supervised) req["supervised"] = true;
   Json result;
   Status s = Call(dir, req, &result, timeout);
   if (s.ok()) s = control::FromJson(result, out);
+  if (s.ok() && ((pinned && !out->pinned) || (supervised && !out->supervised))) {
+    s = Status::NotSupported(fmt::format(
+        "{}: the running plugin took checkpoint '{}' without its {} flag: it is older than this "
+        "rewind; restart nbdkit with this rewind's plugin",
+        dir, out->name, pinned && !out->pinned ? "pinned" : "supervised"));
+  }
   return s;
 }
 
@@ -431,7 +442,7 @@ Status VmCheckpoint(const VmCheckpointOptions& o, VmCheckpointResult* out) {
   std::vector<CheckpointInfo> markers(dirs.size());
   auto take_markers = [&]() -> Status {
     for (size_t i = 0; i < dirs.size(); i++) {
-      Status t = TakeMarker(dirs[i], r.name, &markers[i], o.timeout);
+      Status t = TakeMarker(dirs[i], r.name, o.pinned, o.supervised, &markers[i], o.timeout);
       if (!t.ok()) return t;
     }
     return Status::Ok();

@@ -202,7 +202,7 @@ TEST_CASE("list shows the timeline oldest first", "[cli]") {
   std::vector<std::string> lines = NonEmptyLines(text.out);
   REQUIRE(lines.size() == 5);
   CHECK(std::regex_match(lines[0],
-                         std::regex(R"(\s*ID  NAME\s+KIND  \s*LSN  TIME UTC\s+\s*UNDO  \s*VM STATE \(\+NEW\)  PINNED)")));
+                         std::regex(R"(\s*ID  NAME\s+KIND  \s*LSN  TIME UTC\s+\s*UNDO  \s*VM STATE \(\+NEW\)  PINNED  BY)")));
   // A disk checkpoint has no saved VM state: "-".
   CHECK(std::regex_match(lines[1], std::regex(R"(\s*1  zeta\s+disk  \s*\d+  \d{4}-.*  .*  \s*-  no)")));
   CHECK(lines[2].find("alpha") != std::string::npos);
@@ -371,7 +371,9 @@ TEST_CASE("--help teaches every subcommand, --version names the release", "[cli]
                  Case{"create", "rewind create /var/lib/rewind/vm1 --size 20G"},
                  Case{"info", "rewind info /var/lib/rewind/vm1"},
                  Case{"checkpoint", "rewind checkpoint /var/lib/rewind/vm1 --name before-upgrade"},
-                 Case{"list", "rewind list /var/lib/rewind/vm1"}}) {
+                 Case{"list", "rewind list /var/lib/rewind/vm1"},
+                 Case{"pin", "rewind pin /var/lib/rewind/vm1 before-upgrade"},
+                 Case{"unpin", "rewind unpin /var/lib/rewind/vm1 before-upgrade"}}) {
     std::vector<std::string> args;
     if (c.sub[0] != '\0') args.push_back(c.sub);
     args.push_back("--help");

@@ -52,5 +52,19 @@ TEST_CASE("Table sizes columns to their widest cell", "[cli]") {
         "10  x               1.5 MiB  yes\n");
 }
 
+TEST_CASE("Table leaves no trailing blanks after a blank last cell", "[cli]") {
+  Table table({{"NAME", Table::Align::kLeft},
+               {"PINNED", Table::Align::kLeft},
+               {"BY", Table::Align::kLeft}});
+  table.AddRow({"a", "no", ""});
+  table.AddRow({"auto-1", "yes", "supervise"});
+  std::ostringstream out;
+  table.Print(out);
+  CHECK(out.str() ==
+        "NAME    PINNED  BY\n"
+        "a       no\n"
+        "auto-1  yes     supervise\n");
+}
+
 }  // namespace
 }  // namespace rwd::cli

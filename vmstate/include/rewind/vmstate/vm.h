@@ -51,6 +51,10 @@ struct VmCheckpointOptions {
   std::vector<std::string> dirs;  // the stores of the VM's disks; the first keeps the state
   std::string name;               // empty: "vm-<UTC time>"
   bool live = false;
+  // The marker in every store is taken pinned (every prune keeps it) and/or
+  // marked as taken by rewind supervise (CheckpointOptions).
+  bool pinned = false;
+  bool supervised = false;
   // Bound on each QMP command and each silence of the migration.
   std::chrono::milliseconds timeout{60000};
   // Bytes of state saved so far (total 0: unknown).  Returning false
