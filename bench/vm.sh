@@ -103,7 +103,7 @@ def mib(b): return f"{int(b) / 1048576:.2f} MiB"
 print(f"{ram + ' MiB':<8} {fill + ' MiB':<8} {mode:<5} {n:>3} {row[4]:>11} {row[5]:>10} {mib(row[6]):>12} {mib(row[7]):>12} {row[8]:>8}")
 EOF
   done
-  grep -q MISMATCH "$d/serial.log" && die "the guest saw a mismatch (see $d/serial.log)"
+  grep -qE "^(MISMATCH|PANIC|HANG) " "$d/serial.log" && die "the guest saw a mismatch or a corrupted record (see $d/serial.log)"
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   PIDS=()

@@ -10,7 +10,9 @@
 # Machine: any PC BIOS with int 13h extensions (SeaBIOS under
 # qemu-system-x86_64 -machine pc, TCG is enough), booting from disk 0;
 # disk 0 is BIOS drive 0x80, disk 1 is drive 0x81 (two IDE disks); COM1 at
-# 0x3f8, written directly (115200 8N1, no interrupts).
+# 0x3f8, written directly (115200 8N1, no interrupts).  Optional: COM2 at
+# 0x2f8 (the heartbeat, below) and QEMU's ISA pvpanic device at port 0x505
+# (-device pvpanic); the guest runs the same without them.
 #
 # What it checks.  The guest holds a counter C in RAM and the same counter in
 # a "record" sector on each disk.  Every iteration of its loop it reads both
@@ -24,6 +26,19 @@
 # MISMATCH: counted in the status sector on disk 0 (written at once) and
 # printed on the serial port; the guest then carries on from its RAM value
 # (the next writes make the disks agree again).
+# A record that is not valid at all (magic, inverse or disk index wrong) is
+# not a disagreement but a corrupted disk: the guest PANICs -- prints PANIC,
+# signals the panic to the host through pvpanic (writes 1, PVPANIC_PANICKED,
+# to port 0x505; QEMU then reports GUEST_PANICKED on QMP) and stops for good
+# (cli; hlt), as a kernel does.  It writes nothing more to its disks, so they
+# stay as it found them.  A record whose magic is "RWGHANG!" is the hang
+# marker: the guest prints HANG and stops for good with interrupts off,
+# without pvpanic -- a hung guest that QEMU still reports as running.
+# Heartbeat: when COM2 is present (its scratch register holds what is
+# written), every iteration the guest drains COM2's receive buffer (at most
+# 64 bytes) and answers every "\n" it received with '{"return": {}}\n' on
+# COM2: the answer of the QEMU guest agent to {"execute":"guest-ping"}.  A
+# panicked or hung guest no longer answers.
 # What it cannot see: a change of the disks made while it is stopped between
 # its read of disk 1's record and its write of disk 0's is overwritten before
 # it is ever read -- harmless to the guest, which never saw it.  The loop
@@ -52,7 +67,8 @@
 #                                   32 u32 C at the last RAM-pattern error
 #                                   rest zero
 #   All numbers little-endian.  A record that is not valid (magic, inverse
-#   or disk index wrong) reads as 0xffffffff (4294967295), never equal to C.
+#   or disk index wrong) makes the guest panic (PANIC, above); one whose
+#   magic is "RWGHANG!" (the rest does not matter) makes it hang (HANG).
 #
 # Boot: C = 0, the RAM buffer is filled for C = 0, both records are written
 # with 0 (a boot is a fresh start; it never adopts a counter from disk); the
@@ -65,13 +81,18 @@
 #                                                   multiple of 16, after the
 #                                                   writes of C
 #   MISMATCH ram=<C> d0=<disk 0> d1=<disk 1> mm=<mismatches after this one>
+#                                                   both records valid
+#   PANIC drive=<128|129> lba=<n>                   an invalid record; then
+#                                                   pvpanic and cli; hlt
+#   HANG drive=<128|129> lba=<n>                    the hang marker; then
+#                                                   cli and a halt for good
 #   RAMBAD C=<C> page=<first bad page> ram=<ram errors after this one>
 #   DISKERR op=<66 read|67 write> drive=<128|129> lba=<n> ah=<BIOS status>
 #                                                   then the guest halts
 #
 # Memory (real mode, all segment registers 0 except ES during buffer work):
 #   0x0500  disk address packet for int 13h AH=42h/43h
-#   0x0520  variables: C (u32), d0 (u32), d1 (u32)
+#   0x0520  variables: C (u32), d0 (u32), d1 (u32), COM2 present (u32)
 #   0x1000  sector buffers: 0x1000 read disk 0, 0x1200 read disk 1,
 #           0x1400 status, 0x1600 record to write
 #   0x7c00  this program; the stack grows down from 0x7c00
@@ -88,6 +109,7 @@
         .set VAR_C, 0x0520
         .set VAR_D0, 0x0524
         .set VAR_D1, 0x0528
+        .set VAR_COM2, 0x052c
         .set BUF_D0, 0x1000
         .set BUF_D1, 0x1200
         .set BUF_STAT, 0x1400
@@ -112,6 +134,16 @@
         .set DELAY_US, 2000
 
         .set COM1, 0x3f8
+        .set COM2, 0x2f8
+        # Bytes read from COM2 per iteration, at most (QEMU holds back what
+        # does not fit in the 16-byte receive FIFO, so nothing is lost).
+        .set COM2_DRAIN_MAX, 64
+        # QEMU's ISA pvpanic device: port, and the "guest panicked" bit.
+        .set PVPANIC_PORT, 0x505
+        .set PVPANIC_PANICKED, 1
+        # The hang marker's magic "RWGHANG!", as two little-endian u32.
+        .set HANG_MAGIC_LO, 0x48475752
+        .set HANG_MAGIC_HI, 0x21474e41
 
 # ======================================================== boot sector (512)
         .section .boot, "ax"
@@ -268,6 +300,7 @@ msg_crlf:       .asciz "\r\n"
 main:
         # A fresh start: C = 0 in RAM, pattern for 0, records 0 on both disks.
         movl    $0, VAR_C
+        call    com2_init
         call    fill_pattern
         call    write_records
         # Status: keep what is there (or initialise it); one more boot.
@@ -332,6 +365,8 @@ main_loop:
         movw    $msg_crlf, %si
         call    puts
 4:
+        # Heartbeat: answer the pings that came in on COM2.
+        call    agent_poll
         # Pause.  The guest spends most of its time here, halted: a stop
         # here is a "safe point" (next disk access: the read of disk 0).
         .if DELAY_US
@@ -343,7 +378,8 @@ main_loop:
         jmp     main_loop
 
 # read_record: reads the record sector of drive DL into BX; DI = expected
-# disk index.  EAX = its counter, or 0xffffffff when the record is invalid.
+# disk index.  EAX = its counter.  Does not return when the record is the
+# hang marker (hang) or not valid (panic).
 read_record:
         pushw   %si
         pushl   %ecx
@@ -353,22 +389,150 @@ read_record:
         movb    $0x42, %dh
         call    disk_io
         movw    %bx, %si
-        movl    $0xffffffff, %eax
-        cmpl    $0x55475752, (%si)      # "RWGU"
+        cmpl    $HANG_MAGIC_LO, (%si)   # "RWGH"
         jne     1f
+        cmpl    $HANG_MAGIC_HI, 4(%si)  # "ANG!"
+        je      hang
+1:      cmpl    $0x55475752, (%si)      # "RWGU"
+        jne     panic
         cmpl    $0x31545345, 4(%si)     # "EST1"
-        jne     1f
+        jne     panic
         movzwl  %di, %ecx
         cmpl    %ecx, 16(%si)
-        jne     1f
+        jne     panic
         movl    8(%si), %ecx
         notl    %ecx
         cmpl    %ecx, 12(%si)
-        jne     1f
+        jne     panic
         movl    8(%si), %eax
-1:      popw    %dx
+        popw    %dx
         popl    %ecx
         popw    %si
+        ret
+
+# panic: the record sector of drive DL is not valid.  Prints PANIC, signals
+# the panic through pvpanic (ignored when there is no such device) and stops
+# for good, as a kernel does after a panic.
+panic:
+        movw    $msg_panic, %si
+        call    print_where
+        movw    $PVPANIC_PORT, %dx
+        movb    $PVPANIC_PANICKED, %al
+        outb    %al, %dx
+        cli
+1:      hlt
+        jmp     1b
+
+# hang: the record sector of drive DL holds the hang marker.  Prints HANG and
+# stops for good with interrupts off; no pvpanic, so QEMU sees a running
+# guest that does nothing (and answers no ping).  It halts rather than
+# spins so that a hung test guest does not cost a host CPU under TCG; from
+# the outside the two look the same.
+hang:
+        movw    $msg_hang, %si
+        call    print_where
+        cli
+1:      hlt
+        jmp     1b
+
+# print_where: prints the string at SI, then "drive=<DL> lba=<REC_LBA>" and
+# the line end.
+print_where:
+        call    puts
+        movzbl  %dl, %eax
+        call    print_dec
+        movw    $msg_lba, %si
+        call    puts
+        movl    $REC_LBA, %eax
+        call    print_dec
+        movw    $msg_crlf, %si
+        call    puts
+        ret
+
+# com2_init: finds out whether COM2 is there (its scratch register keeps
+# what is written to it; an empty port reads 0xff), sets VAR_COM2 and, when
+# it is, sets it up like COM1: 8N1, FIFO on and cleared, no interrupts.
+com2_init:
+        pushal
+        movl    $0, VAR_COM2
+        movw    $COM2+7, %dx            # scratch register
+        movb    $0x5a, %al
+        outb    %al, %dx
+        inb     %dx, %al
+        cmpb    $0x5a, %al
+        jne     1f
+        movb    $0xa5, %al
+        outb    %al, %dx
+        inb     %dx, %al
+        cmpb    $0xa5, %al
+        jne     1f
+        movl    $1, VAR_COM2
+        movw    $COM2+1, %dx            # IER: no interrupts
+        xorb    %al, %al
+        outb    %al, %dx
+        movw    $COM2+3, %dx            # LCR: DLAB
+        movb    $0x80, %al
+        outb    %al, %dx
+        movw    $COM2, %dx              # divisor 1: 115200
+        movb    $1, %al
+        outb    %al, %dx
+        movw    $COM2+1, %dx
+        xorb    %al, %al
+        outb    %al, %dx
+        movw    $COM2+3, %dx            # 8N1
+        movb    $3, %al
+        outb    %al, %dx
+        movw    $COM2+2, %dx            # FIFO on, cleared
+        movb    $0xc7, %al
+        outb    %al, %dx
+        movw    $COM2+4, %dx            # DTR, RTS; OUT2 off: no IRQ
+        movb    $3, %al
+        outb    %al, %dx
+1:      popal
+        ret
+
+# agent_poll: the heartbeat.  Reads what COM2 has received (at most
+# COM2_DRAIN_MAX bytes) and answers each "\n" with msg_pong on COM2.
+agent_poll:
+        cmpl    $0, VAR_COM2
+        je      3f
+        pushal
+        movw    $COM2_DRAIN_MAX, %cx
+1:      movw    $COM2+5, %dx            # LSR: data ready?
+        inb     %dx, %al
+        testb   $0x01, %al
+        jz      2f
+        movw    $COM2, %dx
+        inb     %dx, %al
+        cmpb    $'\n', %al
+        jne     4f
+        movw    $msg_pong, %si
+        call    com2_puts
+4:      loop    1b
+2:      popal
+3:      ret
+
+# com2_puts: writes the NUL-terminated string at DS:SI to COM2.  A byte the
+# transmitter does not take within 65535 polls is dropped (a peer that went
+# away must not stop the guest).  Keeps all registers.
+com2_puts:
+        pushal
+1:      lodsb
+        testb   %al, %al
+        jz      4f
+        movb    %al, %bl
+        movw    $COM2+5, %dx
+        movw    $0xffff, %cx
+2:      inb     %dx, %al
+        testb   $0x20, %al              # LSR: transmitter holding register empty
+        jnz     3f
+        loop    2b
+        jmp     1b
+3:      movw    $COM2, %dx
+        movb    %bl, %al
+        outb    %al, %dx
+        jmp     1b
+4:      popal
         ret
 
 # write_records: writes C to disk 0's record, then to disk 1's.
@@ -556,3 +720,6 @@ msg_d0:         .asciz " d0="
 msg_d1:         .asciz " d1="
 msg_rambad:     .asciz "RAMBAD C="
 msg_page:       .asciz " page="
+msg_panic:      .asciz "PANIC drive="
+msg_hang:       .asciz "HANG drive="
+msg_pong:       .asciz "{\"return\": {}}\n"

@@ -3,13 +3,17 @@
 // checker does fail when they do not -- a disk changed behind its back, RAM
 // brought back from an older instant than the disks.  Also QEMU's own
 // migration to a file and back (a stopped guest, disks left alone) as the
-// baseline of a consistent whole-VM restore.  Skipped (exit 77) without nbdkit
-// or QEMU.
+// baseline of a consistent whole-VM restore.  And the faults it makes for
+// the supervisor: a panic on a corrupted record (PANIC, GUEST_PANICKED
+// through pvpanic), a hang, and the heartbeat it answers until then.
+// Skipped (exit 77) without nbdkit or QEMU.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "guest_util.h"
 
@@ -39,7 +43,23 @@ void RequireClean(const SerialLog& log) {
   CHECK(log.mismatches.empty());
   CHECK(log.ram_bad.empty());
   CHECK(log.disk_errors.empty());
+  CHECK(log.panics.empty());
+  CHECK(log.hangs.empty());
   CHECK(log.unknown.empty());
+}
+
+// QEMU with what the fault tests need: pvpanic, QEMU pausing the guest on
+// a panic, and the heartbeat on COM2.
+QemuOptions FaultOptions() {
+  QemuOptions o;
+  o.pvpanic = true;
+  o.panic_action = "pause";
+  o.agent = true;
+  return o;
+}
+
+bool Has(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 // Saves the (stopped) VM's state to file with QEMU's migration.
@@ -164,24 +184,158 @@ TEST_CASE("guest: a disk changed behind its back is reported as a MISMATCH", "[g
   CHECK(st.last_d1 == poked);
   CHECK(st.boots == 1);
 
-  // An invalid record (here: a torn one, bad inverse) counts too.
+  // A record that is not valid at all (here: a torn one, bad inverse) is
+  // a corrupted disk, not a disagreement: the guest panics (no pvpanic
+  // device here, so QEMU goes on running a halted guest), at once, before
+  // it counts, writes or reads anything more.
   const uint32_t c2 = q.StopAtSafePoint();
   std::vector<uint8_t> bad = MakeRecord(c2, 0);
   bad[12] ^= 1;
+  REQUIRE_FALSE(ParseRecord(bad.data()).valid);
   NbdClient::Connect(g.vm.disk(0).socket())->Pwrite(bad, kRecordLba * kSectorSize);
   q.Qmp("cont");
-  line = q.WaitForLine("MISMATCH ", 2, 10s, &why);
+  line = q.WaitForLine("PANIC ", 1, 10s, &why);
   INFO(why);
   REQUIRE(line);
+  CHECK(*line == fmt::format("PANIC drive={} lba={}", kFirstDrive, kRecordLba));
+  CHECK(q.RunState() == "running");
   q.Qmp("stop");
+  CHECK(q.IsHalted());
+  CHECK(q.ReadRamCounter() == c2);
   log = q.Serial();
-  REQUIRE(log.mismatches.size() == 2);
-  CHECK(log.mismatches[1].ram == c2);
-  CHECK(log.mismatches[1].d0 == kInvalidRecord);
-  CHECK(log.mismatches[1].d1 == c2);
+  INFO(log.Tail());
+  CHECK(log.mismatches.size() == 1);
+  CHECK(log.panics.size() == 1);
+  CHECK(log.lines.back() == *line);
   st = g.vm.ReadStatus();
-  CHECK(st.mismatches == 2);
-  CHECK(st.last_d0 == kInvalidRecord);
+  CHECK(st.mismatches == 1);
+  CHECK_FALSE(g.vm.ReadRecord(0).valid);
+  CHECK(g.vm.ReadRecord(1).counter == c2);
+}
+
+TEST_CASE("guest: a corrupted record makes it panic: PANIC, then GUEST_PANICKED via pvpanic",
+          "[guest]") {
+  RequireQemuOrSkip();
+  GuestVm vm;
+  Qemu& q = vm.Boot(FaultOptions());
+  INFO(vm.Describe());
+  std::string why;
+  const bool ticked = q.WaitForTick(2 * kTickEvery, 20s, &why).has_value();
+  INFO(why);
+  REQUIRE(ticked);
+  auto agent = AgentClient::Connect(q.agent_path());
+  REQUIRE(agent->Ping(10s));
+
+  // Disk 1's record becomes garbage where the guest reads it next.
+  const uint32_t c = q.StopAtSafePoint();
+  vm.WriteBadRecord(1, BadRecord::kGarbage);
+  REQUIRE_FALSE(vm.ReadRecord(1).valid);
+  q.Qmp("cont");
+
+  auto event = q.WaitEvent("GUEST_PANICKED", 20s, &why);
+  INFO(why);
+  REQUIRE(event);
+  INFO(event->dump());
+  CHECK(event->at("data").value("action", std::string()) == "pause");
+  CHECK(q.RunState() == "guest-panicked");
+  SerialLog log = q.Serial();
+  INFO(log.Tail());
+  REQUIRE(log.panics.size() == 1);
+  CHECK(log.panics[0] == fmt::format("PANIC drive={} lba={}", kFirstDrive + 1, kRecordLba));
+  CHECK(log.lines.back() == log.panics[0]);
+  CHECK(log.mismatches.empty());
+  CHECK(log.hangs.empty());
+  // It stopped right there: no step further, nothing written or counted.
+  CHECK(q.ReadRamCounter() == c);
+  CHECK(vm.ReadRecord(0).counter == c);
+  CHECK_FALSE(vm.ReadRecord(1).valid);
+  GuestStatus st = vm.ReadStatus();
+  INFO(st.ToString());
+  CHECK(st.mismatches == 0);
+  // And a panicked guest answers no ping.
+  std::string reply;
+  CHECK_FALSE(agent->Ping(2s, &reply));
+  CHECK(reply.empty());
+}
+
+TEST_CASE("guest: the hang marker hangs it: HANG, no more heartbeat answers, no panic",
+          "[guest]") {
+  RequireQemuOrSkip();
+  GuestVm vm;
+  Qemu& q = vm.Boot(FaultOptions());
+  INFO(vm.Describe());
+  std::string why;
+  const bool ticked = q.WaitForTick(2 * kTickEvery, 20s, &why).has_value();
+  INFO(why);
+  REQUIRE(ticked);
+  auto agent = AgentClient::Connect(q.agent_path());
+  std::string reply;
+  for (int i = 0; i < 3; ++i) {
+    const bool answered = agent->Ping(10s, &reply);
+    INFO("ping " << i << ": '" << reply << "'");
+    REQUIRE(answered);
+  }
+
+  const uint32_t c = q.StopAtSafePoint();
+  vm.WriteBadRecord(0, BadRecord::kHangMarker);
+  REQUIRE(vm.ReadRecord(0).hang_marker);
+  q.Qmp("cont");
+  auto line = q.WaitForLine("HANG ", 1, 10s, &why);
+  INFO(why);
+  REQUIRE(line);
+  CHECK(*line == fmt::format("HANG drive={} lba={}", kFirstDrive, kRecordLba));
+
+  // Hung: no answer, no panic, QEMU sees a running guest that does nothing.
+  CHECK_FALSE(agent->Ping(3s, &reply));
+  CHECK(reply.empty());
+  CHECK(q.RunState() == "running");
+  CHECK_FALSE(Has(q.TakeEventNames(), "GUEST_PANICKED"));
+  CHECK(q.ReadRamCounter() == c);
+  SerialLog log = q.Serial();
+  INFO(log.Tail());
+  CHECK(log.hangs.size() == 1);
+  CHECK(log.panics.empty());
+  CHECK(log.lines.back() == *line);
+  CHECK(vm.ReadRecord(1).counter == c);
+}
+
+TEST_CASE("guest: without corruption it answers every heartbeat ping and does not panic",
+          "[guest]") {
+  RequireQemuOrSkip();
+  GuestVm vm;
+  Qemu& q = vm.Boot(FaultOptions());
+  INFO(vm.Describe());
+  std::string why;
+  auto first = q.WaitForTick(2 * kTickEvery, 20s, &why);
+  INFO(why);
+  REQUIRE(first);
+  auto agent = AgentClient::Connect(q.agent_path());
+
+  // Pings for 3 s, each answered; the guest counts on meanwhile.
+  int pings = 0;
+  double slowest = 0;
+  const double t0 = NowSeconds();
+  while (NowSeconds() - t0 < 3) {
+    std::string reply;
+    const double t = NowSeconds();
+    const bool answered = agent->Ping(10s, &reply);
+    INFO("ping " << pings << ": '" << reply << "'");
+    REQUIRE(answered);
+    slowest = std::max(slowest, NowSeconds() - t);
+    ++pings;
+    std::this_thread::sleep_for(50ms);
+  }
+  std::fprintf(stderr, "note: %d heartbeat pings answered, the slowest in %.3f s\n", pings,
+               slowest);
+  CHECK(pings >= 10);
+  auto later = q.WaitForTick(first->counter + 4 * kTickEvery, 20s, &why);
+  INFO(why);
+  REQUIRE(later);
+  CHECK(q.RunState() == "running");
+  CHECK_FALSE(Has(q.TakeEventNames(), "GUEST_PANICKED"));
+  q.Qmp("stop");
+  RequireClean(q.Serial());
+  CHECK(vm.ReadStatus().mismatches == 0);
 }
 
 TEST_CASE("guest: saved by QEMU migration and restored in a new QEMU it counts on cleanly",

@@ -1,14 +1,19 @@
 #include "guest_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <stdexcept>
 #include <thread>
@@ -25,6 +30,7 @@ namespace {
 constexpr const char* kQemu = "qemu-system-x86_64";
 constexpr char kRecordMagic[8] = {'R', 'W', 'G', 'U', 'E', 'S', 'T', '1'};
 constexpr char kStatusMagic[8] = {'R', 'W', 'G', 'S', 'T', 'A', 'T', '1'};
+constexpr char kHangMagic[8] = {'R', 'W', 'G', 'H', 'A', 'N', 'G', '!'};
 
 uint32_t Le32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
@@ -144,6 +150,7 @@ void RequireQemuOrSkip() {
 // ------------------------------------------------------------ disk content
 
 std::string GuestRecord::ToString() const {
+  if (hang_marker) return "hang marker";
   if (!valid) return "invalid record";
   return fmt::format("record counter={} disk={}", counter, disk_index);
 }
@@ -161,7 +168,22 @@ GuestRecord ParseRecord(const uint8_t* s) {
   r.disk_index = Le32(s + 16);
   r.valid = std::memcmp(s, kRecordMagic, 8) == 0 && Le32(s + 12) == ~r.counter &&
             r.disk_index <= 1;
+  r.hang_marker = std::memcmp(s, kHangMagic, 8) == 0;
   return r;
+}
+
+std::vector<uint8_t> MakeBadRecord(BadRecord kind) {
+  std::vector<uint8_t> s(kSectorSize, 0);
+  switch (kind) {
+    case BadRecord::kGarbage:
+      // No magic of the guest's: neither a record nor the hang marker.
+      for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<uint8_t>("garbage!"[i % 8]);
+      break;
+    case BadRecord::kHangMarker:
+      std::memcpy(s.data(), kHangMagic, 8);
+      break;
+  }
+  return s;
 }
 
 std::vector<uint8_t> MakeRecord(uint32_t counter, uint32_t disk_index) {
@@ -207,6 +229,13 @@ void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_
                  const std::string& export_name) {
   auto c = ConnectExport(nbd_socket, export_name);
   c->Pwrite(MakeRecord(counter, disk_index), kRecordLba * kSectorSize);
+  c->Flush();
+}
+
+void WriteBadRecord(const std::string& nbd_socket, BadRecord kind,
+                    const std::string& export_name) {
+  auto c = ConnectExport(nbd_socket, export_name);
+  c->Pwrite(MakeBadRecord(kind), kRecordLba * kSectorSize);
   c->Flush();
 }
 
@@ -276,6 +305,12 @@ SerialLog ParseSerial(std::string_view text) {
       continue;
     } else if (StartsWith(l, "DISKERR ")) {
       log.disk_errors.push_back(line);
+      continue;
+    } else if (StartsWith(l, "PANIC ")) {
+      log.panics.push_back(line);
+      continue;
+    } else if (StartsWith(l, "HANG ")) {
+      log.hangs.push_back(line);
       continue;
     }
     log.unknown.push_back(line);
@@ -369,6 +404,20 @@ std::vector<std::string> QemuCommand(const QemuOptions& o) {
     if (i == 0) dev += ",bootindex=0";
     argv.push_back(dev);
   }
+  if (o.pvpanic) {
+    argv.push_back("-device");
+    argv.push_back("pvpanic");
+  }
+  if (!o.panic_action.empty()) {
+    argv.push_back("-action");
+    argv.push_back("panic=" + o.panic_action);
+  }
+  if (o.agent) {
+    argv.push_back("-chardev");
+    argv.push_back("socket,id=qga0,path=" + AgentSocketPath(o) + ",server=on,wait=off");
+    argv.push_back("-device");
+    argv.push_back("isa-serial,chardev=qga0,index=1");
+  }
   if (o.no_reboot) argv.push_back("-no-reboot");
   if (o.paused) argv.push_back("-S");
   if (o.incoming_defer) {
@@ -379,6 +428,90 @@ std::vector<std::string> QemuCommand(const QemuOptions& o) {
   return argv;
 }
 
+std::string AgentSocketPath(const QemuOptions& o) { return o.workdir + "/" + o.name + ".qga"; }
+
+// --------------------------------------------------------- the heartbeat
+
+std::unique_ptr<AgentClient> AgentClient::Connect(const std::string& socket_path,
+                                                  std::chrono::milliseconds timeout) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof addr.sun_path) {
+    throw std::runtime_error("agent socket path too long: " + socket_path);
+  }
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      std::unique_ptr<AgentClient> c(new AgentClient());
+      c->fd_ = fd;
+      return c;
+    }
+    int e = errno;
+    close(fd);
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error(
+          fmt::format("connect {}: {} (for {} ms)", socket_path, std::strerror(e), timeout.count()));
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+AgentClient::~AgentClient() {
+  if (fd_ >= 0) close(fd_);
+}
+
+bool AgentClient::ReadSome(std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    int n = ::poll(&p, 1, left.count() > 0 ? static_cast<int>(left.count()) : 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::runtime_error(fmt::format("agent: poll: {}", std::strerror(errno)));
+    if (n == 0) return true;  // nothing (more) before deadline
+    char b[512];
+    ssize_t r = ::recv(fd_, b, sizeof b, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw std::runtime_error(fmt::format("agent: recv: {}", std::strerror(errno)));
+    if (r == 0) return false;
+    buf_.append(b, static_cast<size_t>(r));
+    return true;
+  }
+}
+
+bool AgentClient::Ping(std::chrono::milliseconds timeout, std::string* reply) {
+  if (reply != nullptr) reply->clear();
+  // Late answers to earlier pings: whatever is there now.
+  for (size_t before = SIZE_MAX; buf_.size() != before;) {
+    before = buf_.size();
+    if (!ReadSome(std::chrono::steady_clock::now())) {
+      throw std::runtime_error("agent: connection closed by QEMU");
+    }
+  }
+  buf_.clear();
+  static constexpr std::string_view kPing = "{\"execute\":\"guest-ping\"}\n";
+  if (::send(fd_, kPing.data(), kPing.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(kPing.size())) {
+    throw std::runtime_error(fmt::format("agent: send: {}", std::strerror(errno)));
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    size_t nl = buf_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      if (reply != nullptr) *reply = line;
+      return line == kAgentPong;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (!ReadSome(deadline)) throw std::runtime_error("agent: connection closed by QEMU");
+  }
+}
+
+// ------------------------------------------------------------------- QEMU
+
 std::unique_ptr<Qemu> Qemu::Start(QemuOptions options) {
   if (options.workdir.empty()) throw std::runtime_error("Qemu: workdir is required");
   std::unique_ptr<Qemu> q(new Qemu());
@@ -387,8 +520,10 @@ std::unique_ptr<Qemu> Qemu::Start(QemuOptions options) {
   q->qmp_path_ = base + ".qmp";
   q->tool_qmp_path_ = base + "-tool.qmp";
   q->log_path_ = base + ".log";
-  for (const auto& f : {q->serial_path_, q->qmp_path_, q->tool_qmp_path_, q->log_path_}) {
-    unlink(f.c_str());
+  if (options.agent) q->agent_path_ = AgentSocketPath(options);
+  for (const auto& f :
+       {q->serial_path_, q->qmp_path_, q->tool_qmp_path_, q->log_path_, q->agent_path_}) {
+    if (!f.empty()) unlink(f.c_str());
   }
   q->argv_ = QemuCommand(options);
   q->options_ = std::move(options);
@@ -483,6 +618,32 @@ nlohmann::json Qemu::Qmp(const std::string& command, const nlohmann::json& args,
   return ret;
 }
 
+std::optional<nlohmann::json> Qemu::WaitEvent(const std::string& name,
+                                              std::chrono::milliseconds timeout,
+                                              std::string* why) {
+  if (!qmp_) {
+    if (why != nullptr) *why = "QMP not connected";
+    return std::nullopt;
+  }
+  nlohmann::json event;
+  rwd::Status s = qmp_->WaitEvent(name, timeout, &event);
+  if (!s.ok()) {
+    if (why != nullptr) *why = s.ToString() + "\n" + Describe();
+    return std::nullopt;
+  }
+  return event;
+}
+
+std::vector<std::string> Qemu::TakeEventNames() {
+  std::vector<std::string> names;
+  if (!qmp_) return names;
+  std::deque<nlohmann::json> events;
+  rwd::Status s = qmp_->TakeEvents(&events);
+  (void)s;  // the events queued are handed over anyway
+  for (const auto& e : events) names.push_back(e.value("event", std::string("?")));
+  return names;
+}
+
 std::string Qemu::RunState() {
   nlohmann::json r = Qmp("query-status");
   return r.value("status", std::string("?"));
@@ -566,6 +727,10 @@ std::optional<std::string> Qemu::WaitForLine(std::string_view prefix, size_t cou
     std::string problem;
     if (!log.disk_errors.empty()) {
       problem = "the guest reported a disk error: " + log.disk_errors.front();
+    } else if (!log.panics.empty()) {
+      problem = "the guest panicked: " + log.panics.front();
+    } else if (!log.hangs.empty()) {
+      problem = "the guest hung: " + log.hangs.front();
     } else if (!running) {
       problem = "QEMU exited (" + status_.ToString() + ")";
     } else if (std::chrono::steady_clock::now() >= deadline) {
@@ -592,6 +757,10 @@ std::optional<Tick> Qemu::WaitForTick(uint32_t min_counter, std::chrono::millise
     std::string problem;
     if (!log.disk_errors.empty()) {
       problem = "the guest reported a disk error: " + log.disk_errors.front();
+    } else if (!log.panics.empty()) {
+      problem = "the guest panicked: " + log.panics.front();
+    } else if (!log.hangs.empty()) {
+      problem = "the guest hung: " + log.hangs.front();
     } else if (!running) {
       problem = "QEMU exited (" + status_.ToString() + ")";
     } else if (std::chrono::steady_clock::now() >= deadline) {
@@ -664,6 +833,10 @@ GuestRecord GuestVm::ReadRecord(size_t disk, const std::string& at) const {
                            at.empty() ? export_of(disk) : export_of(disk) + "@" + at);
 }
 
+void GuestVm::WriteBadRecord(size_t disk, BadRecord kind) const {
+  guest::WriteBadRecord(socket_of(disk), kind, export_of(disk));
+}
+
 QemuOptions GuestVm::NextQemuOptions() const {
   QemuOptions o;
   for (size_t i = 0; i < guest_disk_count(); ++i) {
@@ -689,8 +862,10 @@ Qemu& GuestVm::StartQemu(QemuOptions options) {
   return *qemu_;
 }
 
-Qemu& GuestVm::Boot(std::chrono::milliseconds timeout) {
-  Qemu& q = StartQemu();
+Qemu& GuestVm::Boot(std::chrono::milliseconds timeout) { return Boot(QemuOptions{}, timeout); }
+
+Qemu& GuestVm::Boot(QemuOptions options, std::chrono::milliseconds timeout) {
+  Qemu& q = StartQemu(std::move(options));
   std::string why;
   bool booted = q.WaitForLine("BOOT ", 1, timeout, &why).has_value();
   INFO(why);

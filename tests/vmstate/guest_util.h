@@ -20,6 +20,13 @@
 // Everything is torn down by the destructors: QEMU is killed (SIGKILL)
 // before the nbdkit servers stop, and the directory is removed.
 //
+// Faults, for the supervisor's tests: with QemuOptions::pvpanic, a record
+// made invalid (GuestVm::WriteBadRecord(disk, BadRecord::kGarbage)) makes
+// the guest print PANIC and QEMU report GUEST_PANICKED on QMP; the hang
+// marker (BadRecord::kHangMarker) makes it print HANG and hang, silently.
+// With QemuOptions::agent, the guest answers guest-ping on COM2 like a QEMU
+// guest agent (AgentClient) until it panics or hangs.
+//
 // GuestVmOptions::one_store puts both disks in ONE store instead (one
 // nbdkit, disk=d0 disk=d1): QEMU then opens the exports "d0" and "d1" on
 // the same socket, and the NBD reads of records and status name the export.
@@ -55,8 +62,13 @@ inline constexpr const char* kImagePath = REWIND_GUEST_IMAGE;
 inline constexpr uint64_t kSectorSize = 512;
 inline constexpr uint64_t kRecordLba = 64;  // on both disks
 inline constexpr uint64_t kStatusLba = 65;  // on disk 0
-// What a record that is not valid reads as, in the guest's messages.
+// Formerly what an invalid record read as in MISMATCH lines; the guest now
+// panics on an invalid record instead (PANIC), so no message holds it.
 inline constexpr uint32_t kInvalidRecord = 0xffffffff;
+// BIOS drive numbers of the guest's disks (PANIC, HANG and DISKERR lines).
+inline constexpr uint32_t kFirstDrive = 0x80;  // disk i is kFirstDrive + i
+// The guest agent's answer to guest-ping, as the guest sends it on COM2.
+inline constexpr std::string_view kAgentPong = "{\"return\": {}}";
 // TICK lines come at counters that are multiples of this.
 inline constexpr uint32_t kTickEvery = 16;
 // Guest-physical address of the RAM counter C (u32).
@@ -71,7 +83,8 @@ void RequireQemuOrSkip();
 
 // A record sector: {"RWGUEST1", counter, ~counter, disk index}.
 struct GuestRecord {
-  bool valid = false;  // magic, inverse and a disk index 0/1 all right
+  bool valid = false;        // magic, inverse and a disk index 0/1 all right
+  bool hang_marker = false;  // magic "RWGHANG!" (then not valid)
   uint32_t counter = 0;
   uint32_t disk_index = 0;
   std::string ToString() const;
@@ -82,7 +95,7 @@ struct GuestStatus {
   bool valid = false;  // magic "RWGSTAT1"
   uint32_t mismatches = 0;
   uint32_t last_ram = 0;  // RAM counter at the last mismatch
-  uint32_t last_d0 = 0;   // disk 0's record then (kInvalidRecord: invalid)
+  uint32_t last_d0 = 0;   // disk 0's record then
   uint32_t last_d1 = 0;   // disk 1's record then
   uint32_t boots = 0;
   uint32_t ram_errors = 0;    // RAM pattern buffer found not matching C
@@ -95,11 +108,25 @@ GuestRecord ParseRecord(const uint8_t* sector);
 std::vector<uint8_t> MakeRecord(uint32_t counter, uint32_t disk_index);
 GuestStatus ParseStatus(const uint8_t* sector);
 
+// What WriteBadRecord puts in a record sector.
+enum class BadRecord {
+  kGarbage,     // bytes that are no record: the guest panics (PANIC)
+  kHangMarker,  // "RWGHANG!", rest zero: the guest hangs (HANG)
+};
+// The 512 bytes of such a sector.
+std::vector<uint8_t> MakeBadRecord(BadRecord kind);
+
 // Over a fresh NBD connection to socket, to the export export_name ("":
 // the default export; "d1", "d0@NAME", ...).  Throw NbdError on failure.
 GuestRecord ReadRecord(const std::string& nbd_socket, const std::string& export_name = "");
 void WriteRecord(const std::string& nbd_socket, uint32_t counter, uint32_t disk_index,
                  const std::string& export_name = "");
+// Writes MakeBadRecord(kind) to the record sector and flushes.  The guest
+// reads it at its next read of that record unless it writes the record
+// first: stop it at a safe point (Qemu::StopAtSafePoint) before, cont after,
+// for a fault that is seen for certain.
+void WriteBadRecord(const std::string& nbd_socket, BadRecord kind,
+                    const std::string& export_name = "");
 GuestStatus ReadStatus(const std::string& nbd_socket, const std::string& export_name = "");
 // Writes the guest image at LBA 0 and flushes.
 void InstallImage(const std::string& nbd_socket, const std::string& export_name = "");
@@ -125,6 +152,8 @@ struct SerialLog {
   std::vector<Mismatch> mismatches;
   std::vector<std::string> ram_bad;     // RAMBAD lines
   std::vector<std::string> disk_errors;  // DISKERR lines
+  std::vector<std::string> panics;       // PANIC lines
+  std::vector<std::string> hangs;        // HANG lines
   std::vector<std::string> unknown;      // anything else
 
   std::optional<Tick> LastTick() const;
@@ -179,6 +208,9 @@ class GuestDisk {
                    const std::string& export_name = "") const {
     guest::WriteRecord(socket(), counter, disk_index, export_name);
   }
+  void WriteBadRecord(BadRecord kind, const std::string& export_name = "") const {
+    guest::WriteBadRecord(socket(), kind, export_name);
+  }
 
  private:
   GuestDisk() = default;
@@ -212,6 +244,19 @@ struct QemuOptions {
   // -no-reboot: a guest reset (or system_reset) ends QEMU instead.
   bool no_reboot = true;
   int memory_mb = 256;
+  // -device pvpanic: QEMU's ISA pvpanic device (port 0x505), through which
+  // the guest reports its panics (GUEST_PANICKED on QMP).
+  bool pvpanic = false;
+  // -action panic=VALUE ("pause", "shutdown", "none", ...); empty: not
+  // given, QEMU's default (7.2: shutdown, i.e. QEMU exits on a panic
+  // unless -no-shutdown).
+  std::string panic_action;
+  // The heartbeat: COM2 (isa-serial index 1, port 0x2f8) on a listening
+  // Unix socket NAME.qga (AgentSocketPath), where the guest answers
+  // guest-ping (AgentClient):
+  //   -chardev socket,id=qga0,path=NAME.qga,server=on,wait=off
+  //   -device isa-serial,chardev=qga0,index=1
+  bool agent = false;
   // Appended to the command line.
   std::vector<std::string> extra_args;
   // How long Start waits for the QMP socket.
@@ -220,6 +265,35 @@ struct QemuOptions {
 
 // The QEMU command line for options (without starting it).
 std::vector<std::string> QemuCommand(const QemuOptions& options);
+// WORKDIR/NAME.qga: the heartbeat socket of options (with agent).
+std::string AgentSocketPath(const QemuOptions& options);
+
+// A client of the guest's heartbeat on COM2 (QemuOptions::agent): sends
+// {"execute":"guest-ping"} as the supervisor does and reads the answer.
+// QEMU's socket chardev serves one client at a time.
+class AgentClient {
+ public:
+  // Connects to the socket, retrying until timeout.  Throws
+  // std::runtime_error when it cannot.
+  static std::unique_ptr<AgentClient> Connect(const std::string& socket_path,
+                                              std::chrono::milliseconds timeout = 10s);
+  ~AgentClient();
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+  // Drops the answers still unread (late ones to earlier pings), sends one
+  // guest-ping and waits for the answer line.  True when the line is
+  // kAgentPong; false when no line came within timeout, or another line
+  // came (*reply gets the line, or "" without one; may be null).  Throws
+  // std::runtime_error when the connection fails or was closed.
+  bool Ping(std::chrono::milliseconds timeout, std::string* reply = nullptr);
+
+ private:
+  AgentClient() = default;
+  // Reads what is there, waiting until deadline for more; false at EOF.
+  bool ReadSome(std::chrono::steady_clock::time_point deadline);
+  int fd_ = -1;
+  std::string buf_;
+};
 
 // One qemu-system-x86_64 process.  The destructor kills it (SIGKILL) and
 // reaps it.  It also dies (SIGKILL) when the thread that started it ends,
@@ -241,6 +315,8 @@ class Qemu {
   const std::string& qmp_path() const { return qmp_path_; }
   const std::string& tool_qmp_path() const { return tool_qmp_path_; }
   const std::string& log_path() const { return log_path_; }
+  // The heartbeat socket (with options().agent; else empty).
+  const std::string& agent_path() const { return agent_path_; }
 
   // The guest's serial output so far, raw and parsed.
   std::string SerialText() const;
@@ -250,11 +326,13 @@ class Qemu {
 
   // Waits for a TICK line with C >= min_counter (counting from the start of
   // this QEMU's log).  nullopt when QEMU exited, the guest printed DISKERR,
-  // or the timeout passed; *why (may be null) then says which.
+  // PANIC or HANG (it stopped for good), or the timeout passed; *why (may be
+  // null) then says which.
   std::optional<Tick> WaitForTick(uint32_t min_counter, std::chrono::milliseconds timeout,
                                   std::string* why = nullptr);
   // Waits until the serial log holds at least count complete lines starting
-  // with prefix; returns the count-th such line, nullopt as above.
+  // with prefix ("PANIC ", "HANG " too); returns the count-th such line,
+  // nullopt as above.
   std::optional<std::string> WaitForLine(std::string_view prefix, size_t count,
                                          std::chrono::milliseconds timeout,
                                          std::string* why = nullptr);
@@ -265,6 +343,16 @@ class Qemu {
   // std::runtime_error on an error reply or a dead connection.
   nlohmann::json Qmp(const std::string& command, const nlohmann::json& args = nullptr,
                      std::chrono::milliseconds timeout = 30s);
+  // Waits for the QMP event name (also one that came during an earlier
+  // command) and returns it whole ({"event", "data", "timestamp"});
+  // nullopt after timeout or on a broken connection, *why (may be null)
+  // then says which.
+  std::optional<nlohmann::json> WaitEvent(const std::string& name,
+                                          std::chrono::milliseconds timeout,
+                                          std::string* why = nullptr);
+  // The names of the QMP events received so far and not yet waited for or
+  // taken, oldest first; takes them.
+  std::vector<std::string> TakeEventNames();
   // query-status's "status" ("running", "paused", "inmigrate", ...).
   std::string RunState();
   // The guest's RAM counter C, read with pmemsave (works running or
@@ -298,7 +386,7 @@ class Qemu {
   Qemu() = default;
   QemuOptions options_;
   std::vector<std::string> argv_;
-  std::string serial_path_, qmp_path_, tool_qmp_path_, log_path_;
+  std::string serial_path_, qmp_path_, tool_qmp_path_, log_path_, agent_path_;
   pid_t pid_ = -1;
   bool reaped_ = false;
   ExitStatus status_;
@@ -351,6 +439,7 @@ class GuestVm {
   Qemu& StartQemu(QemuOptions options = {});
   // StartQemu and REQUIRE a BOOT line within timeout.
   Qemu& Boot(std::chrono::milliseconds timeout = 20s);
+  Qemu& Boot(QemuOptions options, std::chrono::milliseconds timeout = 20s);
   Qemu& qemu();
   bool has_qemu() const { return qemu_ != nullptr; }
   void KillQemu();
@@ -360,6 +449,9 @@ class GuestVm {
   // the read-only export DISK@POINT ("@POINT" for a store per disk).
   GuestStatus ReadStatus(const std::string& at = "") const;
   GuestRecord ReadRecord(size_t disk, const std::string& at = "") const;
+  // Writes a bad record (garbage or the hang marker) to guest disk i's
+  // record sector (see guest::WriteBadRecord).
+  void WriteBadRecord(size_t disk, BadRecord kind) const;
 
   // The current QEMU (if any) and the nbdkit logs' tails.
   std::string Describe() const;
