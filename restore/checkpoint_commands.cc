@@ -188,11 +188,11 @@ Status RunPin(const PinArgs& a, bool pinned) {
 
 constexpr const char* kPinFooter = R"(
 Pins a checkpoint: no 'rewind prune' drops it, whatever its policy, so the
-disk as it was then stays restorable (and the history from it on stays
-stored: a pinned checkpoint holds back everything newer than it).  The
-change is durable when the command returns.  Pinning a checkpoint already
-pinned changes nothing.  'rewind unpin' undoes it; 'rewind list' shows
-which checkpoints are pinned.
+disk as it was then stays restorable.  The journal from it on stays too,
+so an old pinned checkpoint limits what prune can reclaim.  The change is
+durable when the command returns.  Pinning a checkpoint already pinned
+changes nothing.  'rewind unpin' undoes it; 'rewind list' shows which
+checkpoints are pinned.
 
 Examples:
   rewind pin /var/lib/rewind/vm1 before-upgrade
