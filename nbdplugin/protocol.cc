@@ -611,7 +611,9 @@ std::optional<Error> ParseArguments(const json& j, Request* out) {
       if (auto e = OptionalString(j, out->op, "disk", &out->disk)) return e;
       if (auto e = RequiredString(j, out->op, "from", " (a POINT)", &out->from)) return e;
       return RequiredString(j, out->op, "to", " (a POINT)", &out->to);
-    case Op::kPrune: return ParsePrune(j, out);
+    case Op::kPrune:
+      if (auto e = OptionalBool(j, out->op, "quiesced", &out->quiesced)) return e;
+      return ParsePrune(j, out);
     case Op::kList: return OptionalBool(j, out->op, "pending", &out->with_pending);
     case Op::kHello:
     case Op::kInfo:

@@ -256,7 +256,7 @@ json Prune(const Context& c) {
     ProgressLines lines(c.req, c.channel, c.options.keepalive_ms, 0);
     return c.store.Prune(c.req.policy, &result);
   };
-  Status s = c.req.policy.dry_run ? work() : c.Exclusive(work);
+  Status s = c.req.policy.dry_run ? work() : c.Exclusive(work, c.req.quiesced);
   if (!s.ok()) return c.Fail(s);
   return MakeResult(c.req.id, ToJson(result, c.req.policy.dry_run));
 }

@@ -43,6 +43,11 @@ Command AddVerifyCommand(CLI::App* parent);
 Command AddPruneCommand(CLI::App* parent);
 // vm_commands.cc: `vm checkpoint` and `vm restore`, under a `vm` subcommand
 std::vector<Command> AddVmCommands(CLI::App* parent);
+// supervise_command.cc: qemu_command is what followed '--' on the command
+// line (main splits it off before parsing); *exit_code is set to 3 when
+// supervision gave up.
+Command AddSuperviseCommand(CLI::App* parent, const std::vector<std::string>* qemu_command,
+                            int* exit_code);
 
 // ---- Shared by the subcommands (command.cc) --------------------------------
 

@@ -52,7 +52,8 @@ Examples:
   rewind verify /var/lib/rewind/vm1
   rewind prune /var/lib/rewind/vm1 --keep-within 7d
   rewind pin /var/lib/rewind/vm1 before-upgrade
-  rewind vm checkpoint --qmp /run/vm1/qmp.sock /var/lib/rewind/vm1 --live)";
+  rewind vm checkpoint --qmp /run/vm1/qmp.sock /var/lib/rewind/vm1 --live
+  rewind supervise /var/lib/rewind/vm1 --interval 600 -- qemu-system-x86_64 ...)";
 
 // Errors must stay on one line, whatever the message holds.
 std::string OneLine(std::string text) {
@@ -132,6 +133,26 @@ int Main(int argc, char** argv) {
       AddUnpinCommand(&app),
   };
   for (Command& c : AddVmCommands(&app)) commands.push_back(std::move(c));
+  // 'rewind supervise ... -- QEMU-COMMAND...': what follows the first '--'
+  // after 'supervise' is QEMU's command line, not rewind's.
+  std::vector<std::string> qemu_command;
+  int exit_code = 0;
+  commands.push_back(AddSuperviseCommand(&app, &qemu_command, &exit_code));
+  for (int i = 1; i < argc; i++) {
+    if (std::string(argv[i]) != "supervise") continue;
+    for (int j = i + 1; j < argc; j++) {
+      if (std::string(argv[j]) != "--") continue;
+      qemu_command.assign(argv + j + 1, argv + argc);
+      if (qemu_command.empty()) {
+        PrintError("supervise", "nothing follows '--': give the QEMU command there, or use --qmp "
+                                "SOCKET without '--' (see 'rewind supervise --help')");
+        return kExitUsage;
+      }
+      argc = j;
+      break;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -142,7 +163,8 @@ int Main(int argc, char** argv) {
     PrintError("", "no subcommand given (see 'rewind --help')");
     return kExitUsage;
   }
-  return Run(*c);
+  int rc = Run(*c);
+  return rc == 0 && exit_code != 0 ? exit_code : rc;
 }
 
 }  // namespace

@@ -386,6 +386,28 @@ Status QmpClient::WaitEvent(const std::string& name, milliseconds timeout, Json*
   });
 }
 
+Status QmpClient::NextEvent(milliseconds timeout, Json* event) {
+  *event = Json();
+  return Guarded([&] {
+    if (!events_.empty()) {
+      *event = std::move(events_.front());
+      events_.pop_front();
+      return Status::Ok();
+    }
+    if (!broken_.ok()) return broken_;
+    Clock::time_point deadline = DeadlineAfter(timeout);
+    for (;;) {
+      Json msg;
+      Status s = ReadMessage(deadline, &msg);
+      if (!s.ok() || msg.is_null()) return s;
+      if (events_.empty()) continue;  // a late reply: dropped
+      *event = std::move(events_.front());
+      events_.pop_front();
+      return Status::Ok();
+    }
+  });
+}
+
 Status QmpClient::TakeEvents(std::deque<Json>* events) {
   Status s = broken_;
   if (s.ok()) {

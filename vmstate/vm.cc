@@ -4,6 +4,8 @@
 #include <rewind/vmstate/qmp.h>
 #include <rewind/vmstate/vm.h>
 
+#include "stores.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,6 +74,10 @@ Status MakePipe(Fd* read_end, Fd* write_end) {
 
 // ---- The stores, through their plugins' control sockets ---------------------
 
+}  // namespace
+
+namespace detail {
+
 Status Call(const std::string& dir, const Json& request, Json* result, milliseconds timeout) {
   Json response;
   Status s = control::ControlCall(control::SocketPath(dir), request, &response,
@@ -105,6 +111,13 @@ Status ListCheckpoints(const std::string& dir, bool with_pending, std::vector<Ch
   }
   return Status::Ok();
 }
+
+}  // namespace detail
+
+namespace {
+
+using detail::Call;
+using detail::ListCheckpoints;
 
 // The flags are sent only when set, so that a plugin that does not know
 // them still takes a plain marker; one that ignores a flag asked for is
@@ -194,7 +207,9 @@ Status OpenStates(const std::string& first_dir, std::unique_ptr<StateStore>* out
   return s.ok() ? s : s.WithPrefix("saved VM state");
 }
 
-Status CheckDirs(const std::vector<std::string>& dirs, std::vector<std::string>* abs) {
+}  // namespace
+
+Status detail::CheckDirs(const std::vector<std::string>& dirs, std::vector<std::string>* abs) {
   if (dirs.empty()) return Status::InvalidArgument("no store DIR given");
   abs->clear();
   for (const std::string& d : dirs) {
@@ -211,6 +226,10 @@ Status CheckDirs(const std::vector<std::string>& dirs, std::vector<std::string>*
   }
   return Status::Ok();
 }
+
+namespace {
+
+using detail::CheckDirs;
 
 // ---- QEMU --------------------------------------------------------------------
 

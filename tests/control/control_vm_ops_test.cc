@@ -196,6 +196,8 @@ TEST_CASE("ParseRequest reads checkpoint kind and pending, commit-checkpoint, li
            Case{R"({"v":1,"id":1,"op":"rollback","to":"one","quiesced":1})", "bad-request",
                 "'quiesced'"},
            Case{R"({"v":1,"id":1,"op":"rollback","quiesced":true})", "bad-request", "'to'"},
+           Case{R"({"v":1,"id":1,"op":"prune","keep_last":1,"quiesced":"yes"})", "bad-request",
+                "'quiesced'"},
        }) {
     INFO(c.line);
     std::optional<Error> err = ParseRequest(c.line, &req);
@@ -346,8 +348,8 @@ TEST_CASE("commit-checkpoint and list pending over the server's socket", "[contr
   REQUIRE(store->Close().ok());
 }
 
-TEST_CASE("rollback quiesced runs through exclusive_quiesced, and without it connected writers make "
-          "it busy",
+TEST_CASE("rollback and prune quiesced run through exclusive_quiesced, and without it connected "
+          "writers make them busy",
           "[control]") {
   TempDir dir;
   auto store = OpenStore(dir.path() + "/store");
@@ -392,11 +394,22 @@ TEST_CASE("rollback quiesced runs through exclusive_quiesced, and without it con
   CHECK(quiesced.calls == 1);
   CHECK(exclusive.calls == 2);
 
-  // Prune is never quiesced: its hook is the plain one.
-  j = Handle(*store, Req(Op::kPrune, {{"keep_last", 1}, {"quiesced", true}}), &options);
+  // A prune: busy without quiesced, through the quiesced hook with it
+  // (rewind supervise prunes so while QEMU has the guest stopped).
+  j = Handle(*store, Req(Op::kPrune, {{"keep_last", 1}}), &options);
   CHECK(j["error"]["code"] == "busy");
   CHECK(exclusive.calls == 3);
   CHECK(quiesced.calls == 1);
+  r = Ok(*store, Req(Op::kPrune, {{"keep_last", 1}, {"quiesced", true}, {"dry_run", true}}),
+         &options);
+  CHECK(r["dry_run"] == true);  // a dry run needs no hook at all
+  CHECK(quiesced.calls == 1);
+  r = Ok(*store, Req(Op::kPrune, {{"keep_last", 1}, {"quiesced", true}}), &options);
+  CHECK(r["dry_run"] == false);
+  CHECK(quiesced.calls == 2);
+  CHECK(quiesced.ran == 2);
+  CHECK(exclusive.calls == 3);
+  CHECK(Read(*store, 4096, 8192) == a);  // the live disk is untouched
 
   // Without an exclusive_quiesced hook, quiesced falls back to exclusive.
   ControlServerOptions plain;
@@ -406,11 +419,12 @@ TEST_CASE("rollback quiesced runs through exclusive_quiesced, and without it con
   CHECK(exclusive.calls == 4);
   CHECK(Read(*store, 4096, 8192) == a);
 
-  // With no writers the plain path works as before.
+  // With no writers the plain path works as before.  (The prune above
+  // kept only 'before', the newest checkpoint.)
   writers = 0;
   r = Ok(*store, Req(Op::kRollback, {{"to", before}}), &options);
   CHECK(exclusive.ran == 1);
-  CHECK(quiesced.calls == 1);
+  CHECK(quiesced.calls == 2);
   CHECK(Read(*store, 4096, 8192) == b);
   REQUIRE(store->Close().ok());
 }

@@ -149,9 +149,10 @@ struct Request {
   uint64_t checkpoint_id = 0;
   // list: also the pending checkpoints ("pending": true).
   bool with_pending = false;
-  // rollback: the caller vouches that the clients connected for writing
-  // are idle and stay so ("quiesced": a QEMU waiting for an incoming
-  // migration); the rollback then runs with them connected.
+  // rollback, prune: the caller vouches that the clients connected for
+  // writing are idle and stay so ("quiesced": a QEMU waiting for an
+  // incoming migration, or one whose guest is stopped); the work then runs
+  // with them connected.
   bool quiesced = false;
   // restore, rollback, diff: the POINT ("to"); diff: the other one ("from").
   std::string to;

@@ -116,6 +116,9 @@ class QmpClient {
   // event object in *event (may be null).
   [[nodiscard]] Status WaitEvent(const std::string& name, std::chrono::milliseconds timeout,
                                  Json* event);
+  // Waits up to timeout for any event (queued ones first) and stores it in
+  // *event; OK with *event null when none came in time.
+  [[nodiscard]] Status NextEvent(std::chrono::milliseconds timeout, Json* event);
   // Reads whatever is available now without waiting, queues its events,
   // and hands over every queued event, oldest first.  The queued events are
   // handed over also when reading fails (e.g. the SHUTDOWN event before the
