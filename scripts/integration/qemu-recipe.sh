@@ -129,7 +129,7 @@ if ((CHECK)); then
   # a read-only -blockdev.
   qemu-img compare -q --image-opts \
     "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=$RUN/vm1.sock,file.export=os@before-upgrade" \
-    -f raw "$OUT/vm1-os-before-upgrade.raw" || fail "qemu-img reads os@before-upgrade differently"
+    "driver=raw,file.driver=file,file.filename=$OUT/vm1-os-before-upgrade.raw" || fail "qemu-img reads os@before-upgrade differently"
   nbdinfo --list "nbd+unix:///?socket=$RUN/vm1.sock" | grep -q 'os@before-upgrade' ||
     fail "nbdinfo --list does not show os@before-upgrade"
   rm -f "$OUT/vm1-os-restored.raw" "$OUT/vm1-os-live.raw"
@@ -151,7 +151,7 @@ fi
 say "the VM is lost; restore it from the whole-VM checkpoint"
 # >>> vm-restore
 kill "$(cat "$RUN/vm1.qemu.pid")"       # (the VM is gone: crashed, killed, host rebooted)
-while [[ -S $RUN/vm1.qmp ]] && kill -0 "$(cat "$RUN/vm1.qemu.pid")" 2>/dev/null; do sleep 0.1; done
+qemu=$(cat "$RUN/vm1.qemu.pid"); while kill -0 "$qemu" 2>/dev/null; do sleep 0.1; done
 qemu-system-x86_64 "${vm[@]}" -qmp unix:"$RUN/vm1.qmp",server=on,wait=off \
     -daemonize -pidfile "$RUN/vm1.qemu.pid" -incoming defer
 "$REWIND" vm restore --qmp "$RUN/vm1.qmp" "$STORE" --to nightly
@@ -169,12 +169,12 @@ if ((CHECK)); then
 fi
 
 say "supervised"
-if ! "$REWIND" supervise --help >/dev/null 2>&1; then
+if ! "$REWIND" --help | grep -q '^ *supervise '; then
   echo "rewind supervise is not in this build: its section was not run"
   exit 0
 fi
-kill "$(cat "$RUN/vm1.qemu.pid")"
-while kill -0 "$(cat "$RUN/vm1.qemu.pid")" 2>/dev/null; do sleep 0.1; done
+qemu=$(cat "$RUN/vm1.qemu.pid"); kill "$qemu"
+while kill -0 "$qemu" 2>/dev/null; do sleep 0.1; done
 rm -f "$RUN/vm1.qemu.pid"
 # >>> supervise
 "$REWIND" supervise --qmp "$RUN/vm1.qmp" --interval "$SV_INTERVAL" --keep-last 10 \
