@@ -30,6 +30,10 @@ PACKAGES=(
   # NBD over TLS (docs/reliability.md, "Security"; tests/e2e/tls_test.cc):
   # certtool makes the test certificates, psktool the pre-shared keys
   gnutls-bin
+  # docs/integration.md's check (scripts/check-integration.sh):
+  # virt-xml-validate for the libvirt domain XML (systemd-analyze, for the
+  # units, comes with Debian's systemd)
+  libvirt-clients
 )
 
 if [[ "${1:-}" == "--list" ]]; then
