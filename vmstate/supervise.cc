@@ -434,11 +434,13 @@ class Supervisor {
   // Stops an owned QEMU: QMP quit, then SIGKILL.
   void QuitQemu();
   double NextInterval() const;
+  double Mtbf() const;
 
   // One pass of the loop; sets *fault when it found one.
   Status Watch(std::optional<Fault>* fault, bool* shutdown);
   Status ClassifyEvent(const Json& ev, std::optional<Fault>* fault, bool* shutdown);
-  Status TakeCheckpoint();
+  // *fault is set when the guest faulted during the checkpoint.
+  Status TakeCheckpoint(std::optional<Fault>* fault);
   Status PruneStores();
   Status HandleFault(const Fault& f);
   void Forensic(const Fault& f);
@@ -599,13 +601,17 @@ void Supervisor::QuitQemu() {
   if (!qemu_.WaitExit(10)) qemu_.Kill();
 }
 
+// The mean time between faults: the uptime per fault seen; before the
+// first, the larger of --mtbf and the uptime.
+double Supervisor::Mtbf() const {
+  const double up = Now() - started_;
+  return result_.faults == 0 ? std::max(o_.mtbf_s, up) : up / static_cast<double>(result_.faults);
+}
+
 double Supervisor::NextInterval() const {
   if (!o_.auto_interval) return o_.interval_s;
-  const double up = Now() - started_;
-  const double mtbf = result_.faults == 0 ? std::max(o_.mtbf_s, up)
-                                          : up / static_cast<double>(result_.faults);
   const double cost = cost_s_ > 0 ? cost_s_ : 1.0;
-  return std::clamp(DalyInterval(cost, mtbf), o_.min_interval_s, o_.max_interval_s);
+  return std::clamp(DalyInterval(cost, Mtbf()), o_.min_interval_s, o_.max_interval_s);
 }
 
 Status Supervisor::ClassifyEvent(const Json& ev, std::optional<Fault>* fault, bool* shutdown) {
@@ -616,8 +622,9 @@ Status Supervisor::ClassifyEvent(const Json& ev, std::optional<Fault>* fault, bo
     if (data.contains("info")) info = " " + data["info"].dump();
     *fault = Fault{"panic", "the guest panicked (" + name + ")" + info};
   } else if (name == "BLOCK_IO_ERROR") {
-    *fault = Fault{"io-error", fmt::format("I/O error on {} ({} {}, action {}{})",
-                                           data.value("device", data.value("node-name", "?")),
+    std::string where = data.value("device", "");
+    if (where.empty()) where = data.value("node-name", "?");
+    *fault = Fault{"io-error", fmt::format("I/O error on {} ({} {}, action {}{})", where,
                                            data.value("operation", "?"),
                                            data.value("reason", "?"), data.value("action", "?"),
                                            data.value("nospace", false) ? ", no space" : "")};
@@ -709,7 +716,7 @@ Status Supervisor::Watch(std::optional<Fault>* fault, bool* shutdown) {
   return Status::Ok();
 }
 
-Status Supervisor::TakeCheckpoint() {
+Status Supervisor::TakeCheckpoint(std::optional<Fault>* fault) {
   const std::string name = UniqueName(kNamePrefix);
   VmCheckpointOptions co;
   co.qmp_socket = cmd_socket_;
@@ -718,6 +725,8 @@ Status Supervisor::TakeCheckpoint() {
   co.live = o_.live;
   co.timeout = o_.timeout;
   co.supervised = true;
+  std::string fault_seen;
+  co.fault_seen = &fault_seen;
   VmCheckpointResult r;
   if (!owned()) watch_.reset();  // the one monitor is the command's meanwhile
   const double t0 = Now();
@@ -729,6 +738,15 @@ Status Supervisor::TakeCheckpoint() {
   if (!s.ok()) {
     result_.checkpoint_failures++;
     log_.Emit("checkpoint-failed", {{"name", name}, {"error", s.ToString()}});
+    if (!fault_seen.empty() && (fault_seen != "SHUTDOWN" || o_.shutdown_is_fault)) {
+      // The guest faulted while it was saved: a fault like any other (the
+      // event itself may have gone to the command's connection only).
+      *fault = Fault{fault_seen == "WATCHDOG" ? "watchdog"
+                     : fault_seen == "SHUTDOWN" ? "shutdown"
+                                                : "panic",
+                     "the guest faulted during a checkpoint (" + fault_seen + ")"};
+      return Status::Ok();
+    }
     // A checkpoint cut short (QEMU or a plugin killed) must not leave the
     // guest paused.
     std::string st;
@@ -747,7 +765,9 @@ Status Supervisor::TakeCheckpoint() {
                            {"lsn", lsns},
                            {"downtime_ms", r.downtime_ms},
                            {"seconds", r.seconds},
-                           {"state_new_bytes", r.state.new_bytes}});
+                           {"state_new_bytes", r.state.new_bytes},
+                           {"next_s", NextInterval()},
+                           {"mtbf_s", Mtbf()}});
   planner_.AddCandidate(r.disks.empty() ? 0 : r.disks[0].checkpoint.id, r.name);
   return PruneStores();
 }
@@ -1044,9 +1064,18 @@ Status Supervisor::Run(SuperviseResult* out) {
       const bool healthy = !heartbeat_.Suspect(Now());
       if (healthy && QueryStatus(&st).ok() && st == "running") {
         const uint64_t failures = result_.checkpoint_failures;
-        if (s = TakeCheckpoint(); !s.ok()) {
+        std::optional<Fault> during;
+        if (s = TakeCheckpoint(&during); !s.ok()) {
           log_.Emit("error", {{"error", s.ToString()}});
           break;
+        }
+        if (during) {
+          if (s = HandleFault(*during); !s.ok()) {
+            log_.Emit("error", {{"error", s.ToString()}});
+            break;
+          }
+          if (result_.end == SuperviseResult::End::kGaveUp) break;
+          continue;
         }
         const double next = result_.checkpoint_failures > failures
                                 ? std::min(NextInterval(), kRetryAfterFailS)

@@ -439,8 +439,34 @@ Status VmCheckpoint(const VmCheckpointOptions& o, VmCheckpointResult* out) {
     if (!was_running) return Status::Ok();
     return qmp->Execute("cont", nullptr, nullptr, o.timeout);
   };
+  // Events on this connection: a fault during the checkpoint, and live
+  // mode's STOP.
+  std::string fault;
+  auto scan_events = [&] {
+    std::deque<Json> events;
+    (void)qmp->TakeEvents(&events);
+    for (const Json& e : events) {
+      const std::string name = e.value("event", "");
+      const Json data = e.contains("data") && e["data"].is_object() ? e["data"] : Json::object();
+      if (name == "GUEST_PANICKED" || name == "GUEST_CRASHLOADED" || name == "WATCHDOG" ||
+          (name == "SHUTDOWN" && data.value("guest", false))) {
+        if (fault.empty()) fault = name;
+      }
+      if (name == "STOP" && e.contains("timestamp") && o.live && stop_wall_ns == 0) {
+        const Json& ts = e["timestamp"];
+        stop_wall_ns = ts.value("seconds", int64_t{0}) * 1000000000 +
+                       ts.value("microseconds", int64_t{0}) * 1000;
+      }
+    }
+  };
   auto fail = [&](Status why) -> Status {
     writer->Abort();
+    scan_events();
+    if (!fault.empty()) {
+      // A faulty guest stays as it is: not resumed.
+      if (o.fault_seen != nullptr) *o.fault_seen = fault;
+      return why;
+    }
     if (stopped || o.live) {
       std::string st;
       if (QueryStatus(*qmp, &st, o.timeout).ok() && st != "running" && was_running) {
@@ -522,17 +548,20 @@ Status VmCheckpoint(const VmCheckpointOptions& o, VmCheckpointResult* out) {
     // The guest is stopped (postmigrate) with its disks drained: the
     // instant of the checkpoint.  QEMU's STOP event says when it stopped.
     stopped = true;
-    std::deque<Json> events;
-    if (qmp->TakeEvents(&events).ok()) {
-      for (const Json& e : events) {
-        if (e.value("event", "") == "STOP" && e.contains("timestamp")) {
-          const Json& ts = e["timestamp"];
-          stop_wall_ns = ts.value("seconds", int64_t{0}) * 1000000000 +
-                         ts.value("microseconds", int64_t{0}) * 1000;
-        }
-      }
-    }
+    const int64_t polled = stop_wall_ns;
+    stop_wall_ns = 0;  // QEMU's STOP event, which scan_events reads, is more exact
+    scan_events();
+    if (stop_wall_ns == 0) stop_wall_ns = polled;
     if (s = take_markers(); !s.ok()) return fail(s);
+  }
+  // The guest must not have faulted meanwhile: its saved state may be the
+  // faulty one (a panic between the status check and the stop, say).
+  scan_events();
+  if (!fault.empty()) {
+    return fail(Status::Aborted(fmt::format(
+        "the guest faulted during the checkpoint (QEMU reported {}): no checkpoint taken, the "
+        "guest left stopped",
+        fault)));
   }
   Json meta{{"name", r.name},
             {"mode", o.live ? "live" : "stop"},

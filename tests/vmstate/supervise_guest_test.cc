@@ -14,11 +14,14 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <rewind/vmstate/supervise.h>
 
 #include "guest_util.h"
 #include "support/proc_util.h"
@@ -279,13 +282,23 @@ TEST_CASE("supervise: a guest that keeps faulting is rolled back further, then g
   QemuOptions qo = vm.NextQemuOptions();
   qo.pvpanic = true;
   Supervisor sv(vm, [&] {
-    std::vector<std::string> a{"--interval", "2", "--fault-window", "120", "--max-rollbacks", "2",
-                               "--"};
+    // The schedule by Daly's formula: with a checkpoint of ~0.1 s and a
+    // mean time between faults of 30 s, about every 2.5 s.
+    std::vector<std::string> a{"--interval", "auto", "--mtbf", "30", "--min-interval", "1",
+                               "--fault-window", "120", "--max-rollbacks", "2", "--"};
     for (const std::string& s : QemuCommand(qo)) a.push_back(s);
     return a;
   }());
   Events ev = sv.events();
   SV_REQUIRE(ev.Wait("checkpoint", 3, 120s));
+  for (const Json& c : ev.Named("checkpoint")) {
+    INFO(c.dump());
+    // No fault yet, well under 30 s up: M is --mtbf.
+    SV_CHECK(c.value("mtbf_s", 0.0) == 30.0);
+    const double expect =
+        std::max(1.0, rwd::vm::DalyInterval(c.value("downtime_ms", 0.0) / 1000, 30));
+    SV_CHECK(std::abs(c.value("next_s", 0.0) - expect) < 1e-6);
+  }
   // The corruption comes back after every rollback (a stray writer that
   // keeps at it): fault, rollback, fault within the window, rollback one
   // checkpoint further back, fault: give up.

@@ -60,6 +60,12 @@ struct VmCheckpointOptions {
   // Bytes of state saved so far (total 0: unknown).  Returning false
   // cancels: the migration is cancelled and the guest resumed.
   std::function<bool(uint64_t done, uint64_t total)> progress;
+  // When the guest faults while the checkpoint is taken (QEMU reports
+  // GUEST_PANICKED, GUEST_CRASHLOADED, WATCHDOG or a guest-initiated
+  // SHUTDOWN), the state saved may be the faulty one: the checkpoint fails
+  // (Aborted), the guest is not resumed, and the event's name is stored
+  // here (may be null).
+  std::string* fault_seen = nullptr;
 };
 
 struct VmCheckpointResult {
