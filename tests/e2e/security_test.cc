@@ -14,8 +14,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "support/nbd_rewind.h"
 
@@ -305,7 +307,24 @@ TEST_CASE("security: a table of bad control messages, each refused with a define
     return ParseJsonLine(c->Request(R"({"v": 1, "op": "list", "pending": true})"));
   };
   const nlohmann::json cps_before = list();
-  const std::string before = StoreFingerprint(dir);
+  // The plugin records how far the live image is synced (applied_lsn, in
+  // the journal) up to 5 s after the last write, on a thread of its own:
+  // wait until the store has been still for longer than that, so that only
+  // a change made by a message shows below.
+  std::string before = StoreFingerprint(dir);
+  {
+    auto still_since = std::chrono::steady_clock::now();
+    const auto give_up = still_since + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() - still_since < std::chrono::milliseconds(6500) &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      std::string now = StoreFingerprint(dir);
+      if (now != before) {
+        before = std::move(now);
+        still_since = std::chrono::steady_clock::now();
+      }
+    }
+  }
   INFO("store before:\n" << before);
 
   const auto table = BadMessages();

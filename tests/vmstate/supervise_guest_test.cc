@@ -355,6 +355,8 @@ TEST_CASE("supervise: QEMU killed from outside is started again from the last ch
   SV_CHECK(kept <= 4);  // 3, or 4 with one taken since the last prune
   const pid_t first = sv.QemuPid();
   SV_REQUIRE(Alive(first));
+  const double killed_at =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   SV_REQUIRE(::kill(first, SIGKILL) == 0);
   auto fault = ev.Wait("fault", 1, 30s);
   SV_REQUIRE(fault);
@@ -366,6 +368,9 @@ TEST_CASE("supervise: QEMU killed from outside is started again from the last ch
   auto running = ev.Wait("running", 1, 120s);
   SV_REQUIRE(running);
   ReportRecovery("QEMU SIGKILLed, owned QEMU", *running);
+  // From the kill itself, detection included.
+  std::fprintf(stderr, "fault to running: %.2f s (QEMU SIGKILLed, from the kill)\n",
+               Seconds(running->value("time", "")) - killed_at);
   SV_CHECK(sv.QemuPid() != first);
   RequireCountsOn(qo.workdir + "/" + qo.name + ".serial", 4);
   SV_CHECK(sv.Stop().success());
