@@ -180,6 +180,29 @@ std::optional<Json> CorruptUntilFault(GuestVm& vm, const Events& ev, size_t nth_
   return std::nullopt;
 }
 
+// What the supervisor did about its nth fault: the fault (of kind), the
+// forensic checkpoint, the rollback and the guest running again, each
+// REQUIREd.
+struct Recovery {
+  Json fault, forensic, rollback, running;
+};
+Recovery WaitRecovery(const Supervisor& sv, const Events& ev, const std::optional<Json>& fault,
+                      size_t n, const std::string& kind) {
+  Recovery r;
+  SV_REQUIRE(fault);
+  r.fault = *fault;
+  SV_CHECK(r.fault.value("kind", "") == kind);
+  for (auto [name, out] : {std::pair<const char*, Json*>{"forensic", &r.forensic},
+                           {"rollback", &r.rollback},
+                           {"running", &r.running}}) {
+    auto e = ev.Wait(name, n, 120s);
+    INFO("waiting for " << name << " " << n);
+    SV_REQUIRE(e);
+    *out = *e;
+  }
+  return r;
+}
+
 // The guest's serial log (the command's -serial file: a fresh QEMU
 // truncates it): it must count on, past more TICK lines, with no PANIC,
 // HANG or MISMATCH.
@@ -228,17 +251,13 @@ TEST_CASE("supervise: a guest that panics on a corrupted sector is rolled back a
   }());
   Events ev = sv.events();
   SV_REQUIRE(ev.Wait("checkpoint", 2, 120s));
-  auto fault = CorruptUntilFault(vm, ev, 1);
-  SV_REQUIRE(fault);
-  SV_CHECK(fault->value("kind", "") == "panic");
-  auto forensic = ev.Wait("forensic", 1, 60s);
-  SV_REQUIRE(forensic);
+  const Recovery rec = WaitRecovery(sv, ev, CorruptUntilFault(vm, ev, 1), 1, "panic");
+  const Json* fault = &rec.fault;
+  const Json* forensic = &rec.forensic;
+  const Json* rollback = &rec.rollback;
+  const Json* running = &rec.running;
   // A panicked guest cannot be saved: the disks are pinned as they are.
   SV_CHECK(forensic->value("kind", "") == "disk");
-  auto rollback = ev.Wait("rollback", 1, 120s);
-  SV_REQUIRE(rollback);
-  auto running = ev.Wait("running", 1, 60s);
-  SV_REQUIRE(running);
   ReportRecovery("panic, owned QEMU", *running);
   // It went back to the newest checkpoint taken before the fault.
   std::string newest;
@@ -358,15 +377,10 @@ TEST_CASE("supervise: QEMU killed from outside is started again from the last ch
   const double killed_at =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   SV_REQUIRE(::kill(first, SIGKILL) == 0);
-  auto fault = ev.Wait("fault", 1, 30s);
-  SV_REQUIRE(fault);
-  SV_CHECK(fault->value("kind", "") == "qemu-exit");
-  SV_CHECK(fault->value("detail", "").find("signal 9") != std::string::npos);
-  auto forensic = ev.Wait("forensic", 1, 60s);
-  SV_REQUIRE(forensic);
-  SV_CHECK(forensic->value("kind", "") == "disk");
-  auto running = ev.Wait("running", 1, 120s);
-  SV_REQUIRE(running);
+  const Recovery rec = WaitRecovery(sv, ev, ev.Wait("fault", 1, 30s), 1, "qemu-exit");
+  const Json* running = &rec.running;
+  SV_CHECK(rec.fault.value("detail", "").find("signal 9") != std::string::npos);
+  SV_CHECK(rec.forensic.value("kind", "") == "disk");
   ReportRecovery("QEMU SIGKILLed, owned QEMU", *running);
   // From the kill itself, detection included.
   std::fprintf(stderr, "fault to running: %.2f s (QEMU SIGKILLed, from the kill)\n",
@@ -394,15 +408,12 @@ TEST_CASE("supervise: a hung guest is found by the heartbeat and rolled back",
   SV_REQUIRE(ev.Wait("checkpoint", 2, 120s));
   // No false alarm meanwhile: it answered through the checkpoints.
   SV_CHECK(ev.Named("fault").empty());
-  auto fault = CorruptUntilFault(vm, ev, 1, BadRecord::kHangMarker);
-  SV_REQUIRE(fault);
-  SV_CHECK(fault->value("kind", "") == "heartbeat");
-  auto forensic = ev.Wait("forensic", 1, 60s);
-  SV_REQUIRE(forensic);
+  const Recovery rec =
+      WaitRecovery(sv, ev, CorruptUntilFault(vm, ev, 1, BadRecord::kHangMarker), 1, "heartbeat");
+  const Json* fault = &rec.fault;
+  const Json* running = &rec.running;
   // A hung guest still runs as far as QEMU knows: its whole state is saved.
-  SV_CHECK(forensic->value("kind", "") == "vm");
-  auto running = ev.Wait("running", 1, 120s);
-  SV_REQUIRE(running);
+  SV_CHECK(rec.forensic.value("kind", "") == "vm");
   ReportRecovery("hang found by the heartbeat, owned QEMU", *running);
   RequireCountsOn(qo.workdir + "/" + qo.name + ".serial", 4);
   // And it answers again: no further fault for longer than the timeout.
@@ -443,14 +454,9 @@ TEST_CASE("supervise: attached to a QEMU it does not own, it rolls the disks bac
   Supervisor sv(vm, {"--qmp", q.tool_qmp_path(), "--interval", "2"});
   Events ev = sv.events();
   SV_REQUIRE(ev.Wait("checkpoint", 2, 120s));
-  auto fault = CorruptUntilFault(vm, ev, 1);
-  SV_REQUIRE(fault);
-  SV_CHECK(fault->value("kind", "") == "panic");
-  auto rollback = ev.Wait("rollback", 1, 120s);
-  SV_REQUIRE(rollback);
-  SV_CHECK(rollback->value("how", "") == "disk-rollback-and-reset");
-  auto running = ev.Wait("running", 1, 60s);
-  SV_REQUIRE(running);
+  const Recovery rec = WaitRecovery(sv, ev, CorruptUntilFault(vm, ev, 1), 1, "panic");
+  const Json* running = &rec.running;
+  SV_CHECK(rec.rollback.value("how", "") == "disk-rollback-and-reset");
   ReportRecovery("panic, attached QEMU (disk rollback and reboot)", *running);
   // The same QEMU: the guest booted again from its rolled-back disks and
   // counts on from there.
