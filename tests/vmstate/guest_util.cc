@@ -321,13 +321,15 @@ SerialLog ParseSerial(std::string_view text) {
 // ------------------------------------------------------------------ disks
 
 std::unique_ptr<GuestDisk> GuestDisk::Start(const std::string& workdir, uint64_t size,
-                                            std::vector<std::string> extra_params) {
+                                            std::vector<std::string> extra_params,
+                                            std::vector<std::string> nbdkit_flags) {
   std::unique_ptr<GuestDisk> d(new GuestDisk());
   std::filesystem::create_directories(workdir);
   d->workdir_ = workdir;
   d->store_dir_ = workdir + "/store";
   d->size_ = size;
   d->extra_params_ = std::move(extra_params);
+  d->nbdkit_flags_ = std::move(nbdkit_flags);
   d->Restart();
   return d;
 }
@@ -365,6 +367,7 @@ void GuestDisk::Restart() {
     for (const Named& n : named_) o.params.push_back(fmt::format("size={}:{}", n.name, n.size));
   }
   o.params.insert(o.params.end(), extra_params_.begin(), extra_params_.end());
+  o.nbdkit_flags = nbdkit_flags_;
   server_ = NbdServer::Start(std::move(o));
 }
 
@@ -802,7 +805,7 @@ GuestVm::GuestVm(GuestVmOptions options) : options_(std::move(options)), dir_("r
   } else {
     for (int i = 0; i < options_.disks; ++i) {
       disks_.push_back(GuestDisk::Start(dir_ / fmt::format("d{}", i), options_.disk_size,
-                                        options_.disk_params));
+                                        options_.disk_params, options_.disk_nbdkit_flags));
     }
   }
   InstallImage(socket_of(0), export_of(0));

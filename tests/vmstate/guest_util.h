@@ -173,8 +173,10 @@ class GuestDisk {
  public:
   // Starts nbdkit (creating the store when new: size= is passed then).
   // extra_params: further plugin parameters ("block-size=512").
+  // nbdkit_flags: before the plugin ("--filter=error").
   static std::unique_ptr<GuestDisk> Start(const std::string& workdir, uint64_t size,
-                                          std::vector<std::string> extra_params = {});
+                                          std::vector<std::string> extra_params = {},
+                                          std::vector<std::string> nbdkit_flags = {});
   // A store of named disks: disk=NAME size=NAME:SIZE for each, in order.
   struct Named {
     std::string name;
@@ -219,6 +221,7 @@ class GuestDisk {
   uint64_t size_ = 0;
   std::vector<Named> named_;
   std::vector<std::string> extra_params_;
+  std::vector<std::string> nbdkit_flags_;
   std::unique_ptr<NbdServer> server_;
 };
 
@@ -401,6 +404,9 @@ struct GuestVmOptions {
   // Per disk, overriding disk_size (one_store only; missing: disk_size).
   std::vector<uint64_t> disk_sizes;
   std::vector<std::string> disk_params;  // extra plugin parameters for each store
+  // nbdkit flags for each store (a store per disk only), e.g. a filter:
+  // {"--filter=error"} with disk_params {"error-rate=100%", "error-file=F"}.
+  std::vector<std::string> disk_nbdkit_flags;
   // All disks in one store (one nbdkit, vmstore/): disk=d0 disk=d1
   // size=d0:.. size=d1:..; QEMU opens the exports d0 and d1.
   bool one_store = false;

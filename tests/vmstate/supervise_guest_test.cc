@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -438,6 +439,36 @@ TEST_CASE("supervise: a hung guest is found by the heartbeat and rolled back",
     INFO(c.dump());
     SV_CHECK_FALSE((t > fault_s - 4 + 1.5 && t < fault_s));
   }
+  SV_CHECK(sv.Stop().success());
+}
+
+TEST_CASE("supervise: a run of I/O errors on a disk is a fault: rolled back, the guest runs on",
+          "[supervise-guest]") {
+  RequireQemuOrSkip();
+  // nbdkit's error filter under each store: EIO on every request while the
+  // trigger file exists.
+  TempDir trig;
+  const std::string trigger = trig / "errors-on";
+  GuestVmOptions go;
+  go.disk_nbdkit_flags = {"--filter=error"};
+  go.disk_params = {"error=EIO", "error-rate=100%", "error-file=" + trigger};
+  GuestVm vm(go);
+  QemuOptions qo = vm.NextQemuOptions();
+  Supervisor sv(vm, [&] {
+    std::vector<std::string> a{"--interval", "2", "--stop-timeout", "1", "--"};
+    for (const std::string& s : QemuCommand(qo)) a.push_back(s);
+    return a;
+  }());
+  Events ev = sv.events();
+  SV_REQUIRE(ev.Wait("checkpoint", 2, 120s));
+  WriteFile(trigger, "");
+  auto fault = ev.Wait("fault", 1, 30s);
+  std::filesystem::remove(trigger);  // the run of errors is over
+  const Recovery rec = WaitRecovery(sv, ev, fault, 1, "io-error");
+  SV_CHECK(rec.fault.value("detail", "").find("I/O error on") != std::string::npos);
+  ReportRecovery("I/O errors (BLOCK_IO_ERROR), owned QEMU", rec.running);
+  RequireCountsOn(qo.workdir + "/" + qo.name + ".serial", 4);
+  SV_CHECK(ev.Named("fault").size() == 1);
   SV_CHECK(sv.Stop().success());
 }
 
