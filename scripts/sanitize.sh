@@ -14,7 +14,8 @@
 # nbdkit through PATH, so BUILD/sanitizer-bin/nbdkit, first in PATH, runs the
 # real nbdkit with LD_PRELOAD of GCC's runtime (libasan.so or libtsan.so,
 # the one the plugin is linked with) and sends the reports of that process
-# to BUILD/sanitizer-logs/nbdkit.PID.  The test binaries and the rewind CLI
+# to BUILD/sanitizer-logs/nbdkit.PID.  A preload already set (fiu-run's, in
+# the e2e I/O error tests) is kept, after the runtime.  The test binaries and the rewind CLI
 # are instrumented themselves and report on stderr, failing their test.
 # After ctest, any report in sanitizer-logs fails the run too.
 #
@@ -68,7 +69,7 @@ esac
 cat >"$build/sanitizer-bin/nbdkit" <<WRAP
 #!/bin/sh
 # Written by scripts/sanitize.sh: nbdkit with the sanitizer runtime first.
-exec env LD_PRELOAD="$lib" "$nbdkit_opts" "UBSAN_OPTIONS=$UBSAN_OPTIONS:log_path=$logs/nbdkit" "$real_nbdkit" "\$@"
+exec env LD_PRELOAD="$lib\${LD_PRELOAD:+ \$LD_PRELOAD}" "$nbdkit_opts" "UBSAN_OPTIONS=$UBSAN_OPTIONS:log_path=$logs/nbdkit" "$real_nbdkit" "\$@"
 WRAP
 chmod +x "$build/sanitizer-bin/nbdkit"
 export PATH="$build/sanitizer-bin:$PATH"
