@@ -353,13 +353,17 @@ Status StoreImpl::ListCheckpoints(std::vector<CheckpointInfo>* out, bool with_pe
   if (!s.ok()) return s;
   for (const auto& r : cps) {
     if (r.pending && !with_pending) continue;
-    CheckpointInfo c = CheckpointInfoOf(r);
-    std::string v;
-    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &v);
-    if (rs.ok() && v.size() == 8) c.undo_bytes = records::GetLE64(v.data());
-    out->push_back(std::move(c));
+    out->push_back(InfoWithUndo(r));
   }
   return Status::Ok();
+}
+
+CheckpointInfo StoreImpl::InfoWithUndo(const records::CheckpointRecord& r) {
+  CheckpointInfo c = CheckpointInfoOf(r);
+  std::string v;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &v);
+  if (rs.ok() && v.size() == 8) c.undo_bytes = records::GetLE64(v.data());
+  return c;
 }
 
 Status StoreImpl::GetInfo(StoreInfo* out) {

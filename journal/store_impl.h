@@ -273,6 +273,8 @@ class StoreImpl final : public Store {
   Status Checkpoint(const CheckpointOptions& options, CheckpointInfo* out) override;
   Status CommitCheckpoint(uint64_t id, CheckpointInfo* out) override;
   Status SetPinned(const std::string& name, bool pinned, CheckpointInfo* out) override;
+  // r as ListCheckpoints reports it: with the undo bytes it holds.
+  CheckpointInfo InfoWithUndo(const records::CheckpointRecord& r);
   Status ListCheckpoints(std::vector<CheckpointInfo>* out, bool with_pending) override;
   Status GetInfo(StoreInfo* out) override;
   Status ResolvePoint(const std::string& text, PointInfo* out) override;

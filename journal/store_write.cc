@@ -471,14 +471,7 @@ Status StoreImpl::CommitCheckpoint(uint64_t id, CheckpointInfo* out) {
     if (!s.ok()) return s;
     checkpoint_names_[r.name] = r.id;
   }
-  if (out) {
-    *out = CheckpointInfoOf(r);
-    std::string u;
-    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &u).ok() &&
-        u.size() == 8) {
-      out->undo_bytes = records::GetLE64(u.data());
-    }
-  }
+  if (out) *out = InfoWithUndo(r);
   return Status::Ok();
 }
 
@@ -521,14 +514,7 @@ Status StoreImpl::SetPinned(const std::string& name, bool pinned, CheckpointInfo
     s = SyncedMetaWrite(&b);
     if (!s.ok()) return s;
   }
-  if (out) {
-    *out = CheckpointInfoOf(r);
-    std::string u;
-    if (db_->Get(rocksdb::ReadOptions(), meta_cf_, records::UndoBytesKey(r.id), &u).ok() &&
-        u.size() == 8) {
-      out->undo_bytes = records::GetLE64(u.data());
-    }
-  }
+  if (out) *out = InfoWithUndo(r);
   return Status::Ok();
 }
 

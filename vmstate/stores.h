@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ namespace rwd::vm::detail {
 [[nodiscard]] Status ListCheckpoints(const std::string& dir, bool with_pending,
                                      std::vector<CheckpointInfo>* out,
                                      std::chrono::milliseconds timeout);
+// "20261201T101500Z" for a time in nanoseconds since the epoch: the UTC
+// part of the names vm-..., sv-... and sv-fault-....
+std::string UtcStamp(int64_t ns);
+
 // dirs made absolute and normal: each must hold a store, none twice.
 [[nodiscard]] Status CheckDirs(const std::vector<std::string>& dirs, std::vector<std::string>* abs);
 

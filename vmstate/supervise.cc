@@ -135,15 +135,6 @@ double Now() {
   return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
 }
 
-// "20261201T101500Z".
-std::string Stamp(int64_t ns) {
-  time_t secs = static_cast<time_t>(ns / 1000000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
 
 bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -479,7 +470,7 @@ Status Supervisor::QueryStatus(std::string* st) {
 }
 
 std::string Supervisor::UniqueName(const char* prefix) {
-  std::string base = prefix + Stamp(NowNs());
+  std::string base = prefix + detail::UtcStamp(NowNs());
   std::string name = base;
   for (int k = 2; std::find(names_used_.begin(), names_used_.end(), name) != names_used_.end();
        k++) {

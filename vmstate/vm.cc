@@ -362,14 +362,16 @@ void CancelMigration(QmpClient& qmp, milliseconds timeout) {
 
 }  // namespace
 
-std::string DefaultVmCheckpointName(int64_t ns) {
+std::string detail::UtcStamp(int64_t ns) {
   time_t secs = static_cast<time_t>(ns / 1000000000);
   struct tm tm;
   gmtime_r(&secs, &tm);
   char buf[32];
-  strftime(buf, sizeof buf, "vm-%Y%m%dT%H%M%SZ", &tm);
+  strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
   return buf;
 }
+
+std::string DefaultVmCheckpointName(int64_t ns) { return "vm-" + detail::UtcStamp(ns); }
 
 Status VmCheckpoint(const VmCheckpointOptions& o, VmCheckpointResult* out) {
   const auto t0 = Clock::now();
