@@ -334,7 +334,11 @@ TEST_CASE("security: a table of bad control messages, each refused with a define
     const std::string line = Expand(m.line, dir);
     INFO("message: " << m.what << ": " << line.substr(0, 200) << (line.size() > 200 ? "..." : ""));
     auto c = LineClient::Connect(sock);
-    REQUIRE(c->Send(line + "\n"));
+    // A too-long line is refused as soon as the limit is passed and the
+    // socket closed, possibly while the rest is still being sent: the send
+    // may then fail (EPIPE), but the answer is already queued to be read.
+    const bool sent = c->Send(line + "\n");
+    if (m.code != "too-long") REQUIRE(sent);
     auto answer = c->ReadLine();
     REQUIRE(answer);
     nlohmann::json r = ParseJsonLine(*answer);
