@@ -198,26 +198,44 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
     }
     apply_queue_.push_back(std::move(a));
   }
+  for (const JournalOp& op : ops) committed_lsn_ = std::max(committed_lsn_, op.lsn);
   committed_seq_.store(ops.back().seq, std::memory_order_release);
   state_cv_.notify_all();
   return Status::Ok();
 }
 
 // The vlog before the WAL: a record made durable by the WAL sync must find
-// its payload durable too.
+// its payload durable too.  Between the two, synced_lsn records that every
+// record written so far has its payloads synced: it reaches the disk with
+// (or, written back early, after) those records, so recovery can tell a
+// damaged payload at or below it from the torn tail of a crash
+// (docs/journal-format.md, "The recovery cut").
 Status StoreImpl::SyncJournal() {
   FaultPoint("flush.before_sync");
   Status s = vlog_->Sync();
   if (!s.ok()) return s;
   FaultPoint("flush.after_vlog_sync");
+  const uint64_t mark = committed_lsn_;
   {
     // A failed WAL write (here or in PersistApplied) is recorded in
     // refused_ under wal_mu_; RocksDB 7.8 must not be asked to sync then.
     std::lock_guard<std::mutex> w(wal_mu_);
     if (refused_.load(std::memory_order_acquire)) return CheckWritable();
+    if (mark > synced_mark_) {
+      char buf[8];
+      records::PutLE64(buf, mark);
+      s = FromRocks(db_->Put(rocksdb::WriteOptions(), meta_cf_, format::kMetaSyncedLsn,
+                             rocksdb::Slice(buf, 8)),
+                    "record synced LSN");
+      if (!s.ok()) {
+        Refuse(s);
+        return s;
+      }
+    }
     s = FromRocks(db_->SyncWAL(), "journal sync");
   }
   if (!s.ok()) return s;
+  synced_mark_ = std::max(synced_mark_, mark);
   FaultPoint("flush.after_sync");
   return Status::Ok();
 }

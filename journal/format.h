@@ -50,6 +50,12 @@ inline constexpr const char* kMetaDisks = "disks";
 // Every redo record with LSN <= applied_lsn is in the image and the image
 // was synced after it was written (u64, little-endian).
 inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
+// Every record with LSN <= synced_lsn, and its payloads, were covered by a
+// completed sync of the payload log, and the WAL holds them before this
+// record (u64, little-endian; absent: 0).  Written after the payload log
+// sync and before the WAL sync of each journal sync: recovery takes a
+// damaged payload at or below it for damage, not for a torn tail.
+inline constexpr const char* kMetaSyncedLsn = "synced_lsn";
 // Present while a rollback runs (synced before its first write, deleted,
 // synced, after its flush); Open finishes the rollback it names.  Value
 // (little-endian): u64 target lsn, u64 id of the before-rollback

@@ -459,6 +459,8 @@ Status StoreImpl::GetInfo(StoreInfo* out) {
   {
     std::lock_guard<std::mutex> l(state_mu_);
     out->writes_refused = refused_.load();
+    out->recovery_cut_records = recovery_cut_records_;
+    if (dropped_damaged_) out->recovery_dropped_damage = recovery_damage_.message();
     out->refused_reason = refused_reason_;
   }
   return Status::Ok();

@@ -448,6 +448,14 @@ class StoreImpl final : public Store {
   // The applied_lsn last recorded in RocksDB: by recovery, the syncer, Close.
   std::atomic<uint64_t> persisted_applied_{0};
   uint64_t recovery_cut_records_ = 0;        // redo records dropped by the last Open
+  // Recovery found a damaged payload at or below synced_lsn: the error, and
+  // whether drop_damaged_journal made it cut there anyway.
+  Status recovery_damage_;
+  bool dropped_damaged_ = false;
+  // The committer's: the highest LSN in a batch written to the WAL, and the
+  // synced_lsn it last wrote there (committer.cc, SyncJournal).
+  uint64_t committed_lsn_ = 0;
+  uint64_t synced_mark_ = 0;
   bool stopping_ = false;                    // GUARDED_BY(state_mu_)
   std::atomic<bool> refused_{false};
   std::string refused_reason_;               // GUARDED_BY(state_mu_)

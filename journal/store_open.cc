@@ -522,6 +522,36 @@ Status StoreImpl::Recover() {
     return FromRocks(rs, "read applied LSN");
   }
   const std::string damaged = "recovery cannot replay the journal of " + options_.dir + ": ";
+  // Every payload at or below synced_lsn was synced before the crash: one
+  // that is missing or fails its hash there was damaged afterwards, and
+  // cutting the journal at it would drop acknowledged writes.
+  uint64_t synced = 0;
+  rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaSyncedLsn, &v);
+  if (rs.ok() && v.size() == 8) {
+    synced = records::GetLE64(v.data());
+  } else if (!rs.ok() && !rs.IsNotFound()) {
+    return FromRocks(rs, "read synced LSN");
+  }
+  synced_mark_ = synced;
+  uint64_t cut = UINT64_MAX;  // the lowest LSN whose payload is missing or damaged
+  auto damaged_below_sync = [&](uint64_t lsn, const Status& why) -> bool {
+    if (lsn > synced) return false;  // maybe the torn tail of a crash: cut there
+    if (options_.drop_damaged_journal) {
+      if (!dropped_damaged_ || lsn < cut) {
+        recovery_damage_ = Status::Corruption(
+            why.message() + ": the journal, synced through LSN " + std::to_string(synced) +
+            ", was cut at LSN " + std::to_string(lsn) + " as asked (drop_damaged_journal)");
+      }
+      dropped_damaged_ = true;
+      return false;
+    }
+    recovery_damage_ = Status::Corruption(
+        damaged + why.message() + "; the journal was synced through LSN " + std::to_string(synced) +
+        ", so this is damage, not the torn tail of a crash, and cutting the journal at LSN " +
+        std::to_string(lsn) + " would drop acknowledged writes (rewind verify " + options_.dir +
+        " --drop-damaged-journal cuts it there)");
+    return true;
+  };
 
   // 1. Checkpoints, to find the epochs that may hold unapplied before-images.
   std::vector<records::CheckpointRecord> cps;
@@ -541,7 +571,6 @@ Status StoreImpl::Recover() {
     uint64_t epoch, lsn, bytes;
   };
   std::vector<LateUndo> late;
-  uint64_t cut = UINT64_MAX;
   std::string payload;
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), undo_cf_));
@@ -561,6 +590,7 @@ Status StoreImpl::Recover() {
       s = ReadPayload(h.payload, h.length, "before-image of LSN " + std::to_string(h.lsn),
                       &payload);
       if (s.code() == Status::Code::kCorruption) {
+        if (damaged_below_sync(h.lsn, s)) return recovery_damage_;
         cut = h.lsn;
       } else if (!s.ok()) {
         return s;
@@ -596,6 +626,7 @@ Status StoreImpl::Recover() {
       if (h.type == format::RedoType::kWrite) {
         s = ReadPayload(h.payload, h.length, "redo record " + std::to_string(lsn), &payload);
         if (s.code() == Status::Code::kCorruption) {
+          if (damaged_below_sync(lsn, s)) return recovery_damage_;
           cut = lsn;
           continue;
         }
@@ -701,6 +732,7 @@ Status StoreImpl::LoadState() {
   epoch_.store(epoch);
   last_lsn_.store(last);
   applied_lsn_.store(last);
+  committed_lsn_ = last;
   // Blocks already saved in the current epoch need no second before-image.
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), undo_cf_));
   std::string prefix = records::UndoKey(epoch, 0, 0).substr(0, 8);

@@ -30,12 +30,14 @@ Status CheckDirectory(const std::string& dir) {
 
 // The directory is checked first so that a typo gets a plain message rather
 // than one about its control socket.
-Status OpenBackend(const std::string& dir, std::unique_ptr<Backend>* out) {
+Status OpenBackend(const std::string& dir, std::unique_ptr<Backend>* out,
+                   bool drop_damaged_journal, bool* online) {
   if (Status s = CheckDirectory(dir); !s.ok()) return s;
   bool not_listening = false;
   Status s = ConnectOnline(ControlSocketPath(dir), out, &not_listening);
+  if (online != nullptr) *online = s.ok();
   if (s.ok() || !not_listening) return s;
-  return OpenLocal(dir, out);
+  return OpenLocal(dir, out, drop_damaged_journal);
 }
 
 }  // namespace rwd::cli

@@ -97,9 +97,13 @@ std::string AbsoluteDir(const std::string& dir);
 
 // Opens the existing store in dir in this process.  Fails with a clear
 // message when dir holds no store or another process has it open.
-[[nodiscard]] Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out);
+// drop_damaged_journal: see StoreOptions.
+[[nodiscard]] Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out,
+                               bool drop_damaged_journal = false);
 
 // The plugin serving dir if one answers, otherwise the store opened locally.
-[[nodiscard]] Status OpenBackend(const std::string& dir, std::unique_ptr<Backend>* out);
+// *online (optional) tells which.
+[[nodiscard]] Status OpenBackend(const std::string& dir, std::unique_ptr<Backend>* out,
+                                 bool drop_damaged_journal = false, bool* online = nullptr);
 
 }  // namespace rwd::cli

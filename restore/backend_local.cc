@@ -90,7 +90,7 @@ class LocalBackend final : public Backend {
 
 }  // namespace
 
-Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out) {
+Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out, bool drop_damaged_journal) {
   if (Status s = CheckDirectory(dir); !s.ok()) return s;
   if (!Store::Exists(dir)) {
     return Status::NotFound(fmt::format(
@@ -99,6 +99,7 @@ Status OpenLocal(const std::string& dir, std::unique_ptr<Backend>* out) {
   StoreOptions options;
   options.dir = AbsoluteDir(dir);
   options.create_if_missing = false;
+  options.drop_damaged_journal = drop_damaged_journal;
   std::unique_ptr<Store> store;
   Status s = Store::Open(options, &store);
   if (s.code() == Status::Code::kBusy) {

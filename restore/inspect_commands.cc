@@ -89,6 +89,7 @@ Examples:
 struct VerifyArgs {
   std::string dir;
   bool json = false;
+  bool drop_damaged_journal = false;
 };
 
 std::string Counts(const VerifyReport& r) {
@@ -132,7 +133,21 @@ Status VerifySavedStates(const std::string& dir, VerifyReport* report) {
 Status RunVerify(const VerifyArgs& a) {
   InterruptGuard guard;
   std::unique_ptr<Backend> backend;
-  if (Status s = OpenBackend(a.dir, &backend); !s.ok()) return s;
+  bool online = false;
+  if (Status s = OpenBackend(a.dir, &backend, a.drop_damaged_journal, &online); !s.ok()) return s;
+  if (a.drop_damaged_journal) {
+    StoreInfo info;
+    if (online) {
+      std::cerr << "rewind: the plugin serves " << a.dir
+                << ", so its journal opened whole: nothing was dropped\n";
+    } else if (backend->GetInfo(&info).ok() && !info.recovery_dropped_damage.empty()) {
+      std::cerr << "rewind: " << info.recovery_dropped_damage << "; "
+                << Plural(info.recovery_cut_records, "redo record", "redo records")
+                << " dropped from the journal\n";
+    } else {
+      std::cerr << "rewind: recovery found no damage to drop in " << a.dir << "\n";
+    }
+  }
   TerminalProgress meter("records");
   VerifyReport report;
   Status s = Interrupted() ? Status::Aborted("interrupted")
@@ -175,6 +190,16 @@ to bytes no recent write covers is not found.  It reads the whole journal, so it
 a while on a large store; Ctrl-C stops it.  Works whether or not the plugin
 runs (it keeps serving meanwhile).
 
+A store that crashed is recovered first.  Recovery cuts the torn tail a
+crash leaves (records whose payloads never reached the disk), but it
+refuses to cut below the newest sync: a payload missing or damaged there
+is damage, and cutting would drop acknowledged writes.  Then verify, like
+the plugin, fails with that one line.  --drop-damaged-journal cuts the
+journal there anyway, dropping the writes from the damaged one on (it says
+how many), and then checks the store: the live image will still hold some
+of the dropped writes, which verify reports; restore a checkpoint from
+before the damage to get a consistent disk.
+
 Exit status 0 when the store is clean.  Damage is printed one line each,
 naming the record, block or offset, and the command exits 1 with
 "store DIR is damaged: N problems".  (Exit 1 with another message: the check
@@ -216,6 +241,9 @@ Command AddVerifyCommand(CLI::App* parent) {
       "verify", "check every checksum and invariant; exit 1 on damage, naming it");
   AddDirArgument(app, &a->dir);
   AddJsonFlag(app, &a->json);
+  app->add_flag("--drop-damaged-journal", a->drop_damaged_journal,
+                "when recovery finds a synced write's payload damaged, cut the journal there "
+                "(losing that write and every later one) instead of refusing to open");
   app->footer(kVerifyFooter);
   return {app, [a] { return RunVerify(*a); }};
 }

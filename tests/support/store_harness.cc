@@ -65,6 +65,7 @@ Status StoreHarness::TryOpen() {
   o.image_sync_interval_ms = cfg_.image_sync_interval_ms;
   o.journal_write_buffer_bytes = cfg_.write_buffer_bytes;
   o.vlog_segment_bytes = cfg_.vlog_segment_bytes;
+  o.drop_damaged_journal = cfg_.drop_damaged_journal;
   return Store::Open(o, &store_);
 }
 

@@ -56,6 +56,8 @@ struct HarnessConfig {
   uint32_t verify_every = 1;
   // Verify reads every listed checkpoint back, not only new ones.
   bool check_every_checkpoint = false;
+  // StoreOptions::drop_damaged_journal.
+  bool drop_damaged_journal = false;
 };
 
 // What a run checked, for the figures in docs/reliability.md.
@@ -87,6 +89,7 @@ class StoreHarness {
   const HarnessStats& stats() const { return stats_; }
   HarnessStats& mutable_stats() { return stats_; }
   const std::string& dir() const { return dir_; }
+  HarnessConfig& config() { return cfg_; }
   uint64_t Rand(uint64_t n) { return n == 0 ? 0 : rng_() % n; }
 
   Status TryOpen();

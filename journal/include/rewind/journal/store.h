@@ -72,6 +72,12 @@ struct StoreOptions {
   uint32_t block_size = 0;
   // Create the store when DIR holds none.
   bool create_if_missing = true;
+  // Recovery after a crash cuts the journal at the first record whose
+  // payload is missing or damaged, as the torn tail of the crash, only above
+  // the newest LSN that a completed sync covered; below it the damage fails
+  // Open with Corruption, since the cut would drop acknowledged writes.
+  // true: cut there anyway (rewind verify --drop-damaged-journal).
+  bool drop_damaged_journal = false;
   // Test doubles; null means the real file system.
   std::shared_ptr<rocksdb::FileSystem> fs;
   std::shared_ptr<ImageFileFactory> image_factory;
@@ -154,6 +160,11 @@ struct StoreInfo {
   uint64_t durable_lsn = 0;   // every record <= this is synced
   bool writes_refused = false;  // a sync failed; see refused_reason
   std::string refused_reason;
+  // The last Open's recovery cut the journal: the redo records it dropped
+  // (a crash's torn tail), and whether it cut at damage below the synced
+  // LSN because drop_damaged_journal asked it to (then the message).
+  uint64_t recovery_cut_records = 0;
+  std::string recovery_dropped_damage;
   std::vector<DiskInfo> disks;  // every disk, in order; never empty for an open store
 };
 

@@ -1,0 +1,147 @@
+// Recovery after a crash cuts the journal at the first record whose payload
+// is missing or damaged, as the torn tail of the crash, only above the
+// newest LSN a completed sync covered (the synced_lsn record,
+// docs/journal-format.md "The recovery cut").  Below it, the same damage
+// fails Open with Corruption: cutting there would drop acknowledged writes.
+#include <catch2/catch.hpp>
+
+#include "support/store_harness.h"
+
+#include <rewind/journal/store.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using rwd::Status;
+using rwd::StoreInfo;
+
+namespace {
+
+namespace fs = std::filesystem;
+using Harness = rwd::test::StoreHarness;
+using Config = rwd::test::HarnessConfig;
+
+// The store's payload log segments, oldest first.
+std::vector<std::string> Segments(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir + "/vlog")) {
+    if (e.path().extension() == ".vlog") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  REQUIRE(f);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  REQUIRE(f.get(c));
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x5a));
+  REQUIRE(f.good());
+}
+
+// No image sync for a minute: every record stays above applied_lsn, where
+// recovery replays it and checks its payload.  No timed journal sync
+// either: only FUA writes sync.
+Config QuietConfig() {
+  Config c{1ull << 20, 4096, 60'000'000};
+  c.image_sync_interval_ms = 60'000;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("a damaged payload of a synced write fails recovery instead of being cut as a torn tail",
+          "[journal][recovery]") {
+  Harness h(QuietConfig(), 21);
+  h.Open();
+  // Three FUA writes of whole, fresh blocks: acknowledged as durable.  Their
+  // blocks were zeros, so their before-images have no payload and the first
+  // write's payload is the first bytes of the segment.
+  REQUIRE(h.WriteAt(0, 4096, true));
+  REQUIRE(h.WriteAt(8192, 4096, true));
+  REQUIRE(h.WriteAt(16384, 4096, true));
+  h.Kill();
+  const std::vector<std::string> segs = Segments(h.dir());
+  REQUIRE(segs.size() == 1);
+  FlipByte(segs[0], 100);
+
+  Status s = h.TryOpen();
+  INFO(s.ToString());
+  CHECK(s.code() == Status::Code::kCorruption);
+  CHECK(s.message().find("redo record 1") != std::string::npos);
+  CHECK(s.message().find("synced through LSN 3") != std::string::npos);
+  CHECK(s.message().find("--drop-damaged-journal") != std::string::npos);
+  CHECK_FALSE(h.has_store());
+
+  // Refused again, nothing changed by the first attempt.
+  CHECK(h.TryOpen().code() == Status::Code::kCorruption);
+
+  // Asked to, recovery cuts there: all three writes are dropped, and it
+  // says so.
+  h.config().drop_damaged_journal = true;
+  s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  StoreInfo info;
+  REQUIRE(h.store().GetInfo(&info).ok());
+  CHECK(info.recovery_cut_records == 3);
+  CHECK(info.recovery_dropped_damage.find("cut at LSN 1") != std::string::npos);
+  CHECK(info.newest_lsn == 0);
+  REQUIRE(h.store().Close().ok());
+}
+
+TEST_CASE("a damaged before-image of a synced write fails recovery too", "[journal][recovery]") {
+  Harness h(QuietConfig(), 22);
+  h.Open();
+  REQUIRE(h.WriteAt(0, 4096, false));
+  REQUIRE(h.DoCheckpoint("cp1"));  // synced; the next write of block 0 saves it
+  const std::vector<std::string> before = Segments(h.dir());
+  REQUIRE(h.WriteAt(0, 4096, true));
+  h.Kill();
+  // The FUA write's group: its before-image first, then its payload, in
+  // the segment it opened or the one before.
+  std::vector<std::string> segs = Segments(h.dir());
+  REQUIRE(!segs.empty());
+  const std::string& seg = segs.back();
+  const uint64_t size = fs::file_size(seg);
+  REQUIRE(size >= 8192);
+  FlipByte(seg, size - 8192 + 10);  // inside the before-image
+  Status s = h.TryOpen();
+  INFO(s.ToString());
+  CHECK(s.code() == Status::Code::kCorruption);
+  CHECK(s.message().find("before-image of LSN 2") != std::string::npos);
+  CHECK(s.message().find("synced through LSN 2") != std::string::npos);
+}
+
+TEST_CASE("an unsynced write whose payload is damaged is still cut as a torn tail",
+          "[journal][recovery]") {
+  Harness h(QuietConfig(), 23);
+  h.Open();
+  REQUIRE(h.WriteAt(0, 4096, true));       // LSN 1, synced
+  REQUIRE(h.WriteAt(8192, 4096, false));   // LSN 2, never synced
+  // GetInfo waits until every acknowledged write is in the WAL (committed,
+  // not synced): LSN 2's record and payload are written, never synced.
+  StoreInfo info;
+  REQUIRE(h.store().GetInfo(&info).ok());
+  const std::string seg = Segments(h.dir()).back();
+  REQUIRE(fs::file_size(seg) >= 8192);
+  h.Kill();
+  FlipByte(seg, 4096 + 10);  // LSN 2's payload
+  Status s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  REQUIRE(h.store().GetInfo(&info).ok());
+  CHECK(info.recovery_cut_records == 1);
+  CHECK(info.recovery_dropped_damage.empty());
+  CHECK(info.newest_lsn == 1);
+  std::vector<char> got(4096);
+  REQUIRE(h.store().Read(8192, 4096, got.data()).ok());
+  CHECK(got == std::vector<char>(4096, 0));
+  REQUIRE(h.store().Close().ok());
+}
