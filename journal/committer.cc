@@ -114,8 +114,12 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
     pieces.push_back(Vlog::Piece{payload, &refs[i]});
   }
   FaultPoint("write.before_vlog");
-  Status s = vlog_->Append(pieces);
+  // A sync completed since the last mark: this append carries the newest
+  // one's LSN for recovery to check the WAL against.
+  const uint64_t mark = !pieces.empty() && synced_mark_ > vlog_marked_ ? synced_mark_ : 0;
+  Status s = vlog_->Append(pieces, mark);
   if (!s.ok()) return s;
+  if (mark != 0) vlog_marked_ = mark;
 
   rocksdb::WriteBatch batch;
   rocksdb::Status rs;

@@ -56,6 +56,17 @@ inline constexpr const char* kMetaAppliedLsn = "applied_lsn";
 // sync and before the WAL sync of each journal sync: recovery takes a
 // damaged payload at or below it for damage, not for a torn tail.
 inline constexpr const char* kMetaSyncedLsn = "synced_lsn";
+// A sync mark in the payload log (docs/journal-format.md, "Sync marks"):
+// 64 bytes appended after a group's payloads when a journal sync completed
+// since the last mark; it says that a completed sync covered every record
+// with LSN <= synced_lsn, so the WAL must hold them.
+//   0  16 bytes magic kVlogMarkMagic
+//  16  u64 synced_lsn   24 u32 segment   28 u32 reserved (0)
+//  32  u64 offset of the mark in its segment   40 16 bytes reserved (0)
+//  56  u64 checksum = XXH3_64bits(uuid || bytes[0..56)), uuid as in rewind.meta
+inline constexpr char kVlogMarkMagic[16] = {'r', 'e', 'w', 'i', 'n', 'd', '-', 's',
+                                            'y', 'n', 'c', '-', 'm', 'a', 'r', 'k'};
+inline constexpr size_t kVlogMarkSize = 64;
 // Present while a rollback runs (synced before its first write, deleted,
 // synced, after its flush); Open finishes the rollback it names.  Value
 // (little-endian): u64 target lsn, u64 id of the before-rollback

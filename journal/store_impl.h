@@ -451,11 +451,15 @@ class StoreImpl final : public Store {
   // Recovery found a damaged payload at or below synced_lsn: the error, and
   // whether drop_damaged_journal made it cut there anyway.
   Status recovery_damage_;
+  Status CheckWalAgainstMarks(const std::string& damaged);
   bool dropped_damaged_ = false;
   // The committer's: the highest LSN in a batch written to the WAL, and the
   // synced_lsn it last wrote there (committer.cc, SyncJournal).
   uint64_t committed_lsn_ = 0;
   uint64_t synced_mark_ = 0;
+  // The newest sync mark in the payload log (found by recovery, then the
+  // last one the committer appended).
+  uint64_t vlog_marked_ = 0;
   bool stopping_ = false;                    // GUARDED_BY(state_mu_)
   std::atomic<bool> refused_{false};
   std::string refused_reason_;               // GUARDED_BY(state_mu_)

@@ -442,6 +442,7 @@ Status StoreImpl::Init(bool created) {
   }
   s = Vlog::Open(options_.fs, options_.dir, options_.vlog_segment_bytes, &vlog_);
   if (!s.ok()) return s;
+  vlog_->set_mark_key(meta_.uuid);
   s = OpenImages(created);
   if (!s.ok()) return s;
   s = Recover();
@@ -533,6 +534,7 @@ Status StoreImpl::Recover() {
     return FromRocks(rs, "read synced LSN");
   }
   synced_mark_ = synced;
+  if (Status s = CheckWalAgainstMarks(damaged); !s.ok()) return s;
   uint64_t cut = UINT64_MAX;  // the lowest LSN whose payload is missing or damaged
   auto damaged_below_sync = [&](uint64_t lsn, const Status& why) -> bool {
     if (lsn > synced) return false;  // maybe the torn tail of a crash: cut there
@@ -681,6 +683,62 @@ Status StoreImpl::Recover() {
   if (!s.ok()) return s;
   FaultPoint("recovery.after_sync");
   return PersistApplied(last);
+}
+
+// The newest sync mark in the payload log names an LSN that a completed
+// sync covered; a WAL that ends below it lost synced records (cut short,
+// which RocksDB takes for the torn tail of a crash).  Checked before
+// anything is replayed into the image.
+Status StoreImpl::CheckWalAgainstMarks(const std::string& damaged) {
+  bool found = false;
+  uint64_t mark = 0;
+  std::string where;
+  Status s = vlog_->NewestMark(&found, &mark, &where);
+  if (!s.ok()) return s;
+  vlog_marked_ = mark;
+  if (!found || mark == 0) return Status::Ok();
+  uint64_t newest = 0;
+  std::string v;
+  for (const char* key : {format::kMetaAppliedLsn, format::kMetaSyncedLsn}) {
+    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, key, &v);
+    if (rs.ok() && v.size() == 8) newest = std::max(newest, records::GetLE64(v.data()));
+  }
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaHistoryStart, &v);
+  if (rs.ok() && !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == std::string::npos) {
+    newest = std::max<uint64_t>(newest, std::stoull(v));
+  }
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
+    it->SeekToLast();
+    uint64_t lsn = 0;
+    if (it->Valid() &&
+        records::ParseRedoKey(std::string_view(it->key().data(), it->key().size()), &lsn).ok()) {
+      newest = std::max(newest, lsn);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "read redo journal");
+  }
+  std::vector<records::CheckpointRecord> cps;
+  if (LoadCheckpoints(&cps).ok()) {
+    for (const auto& c : cps) newest = std::max(newest, c.lsn);
+  }
+  if (newest >= mark) return Status::Ok();
+  const std::string why = "the journal ends at LSN " + std::to_string(newest) +
+                          ", but the payload log's sync mark at " + where +
+                          " records a completed sync through LSN " + std::to_string(mark) +
+                          ": the journal's WAL lost synced records";
+  if (options_.drop_damaged_journal) {
+    // Nothing left to cut: the records are gone.  A mark of what is left,
+    // synced, so that the next open does not find the old one newest.
+    dropped_damaged_ = true;
+    recovery_damage_ = Status::Corruption(why + "; going on without them, as asked (drop_damaged_journal)");
+    s = vlog_->AppendMark(newest);
+    if (s.ok()) s = vlog_->Sync();
+    vlog_marked_ = newest;
+    return s;
+  }
+  recovery_damage_ = Status::Corruption(damaged + why + ", acknowledged writes among them (rewind verify " +
+                                        options_.dir + " --drop-damaged-journal opens it without them)");
+  return recovery_damage_;
 }
 
 Status StoreImpl::LoadState() {

@@ -1,7 +1,10 @@
 // The payload log; see vlog.h.
 #include "vlog.h"
 
+#include "format.h"
 #include "records.h"
+
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -125,14 +128,33 @@ Status Vlog::StartSegment() {
   return Status::Ok();
 }
 
-Status Vlog::Append(const std::vector<Piece>& pieces) {
-  if (pieces.empty()) return Status::Ok();
+std::string Vlog::EncodeMark(uint64_t lsn, uint32_t segment, uint64_t offset) const {
+  std::string m(format::kVlogMarkSize, '\0');
+  std::memcpy(m.data(), format::kVlogMarkMagic, sizeof format::kVlogMarkMagic);
+  records::PutLE64(m.data() + 16, lsn);
+  records::PutLE32(m.data() + 24, segment);
+  records::PutLE64(m.data() + 32, offset);
+  std::string keyed = mark_key_;
+  keyed.append(m.data(), 56);
+  records::PutLE64(m.data() + 56, XXH3_64bits(keyed.data(), keyed.size()));
+  return m;
+}
+
+Status Vlog::Append(const std::vector<Piece>& pieces, uint64_t mark) {
+  return AppendImpl(pieces, mark != 0, mark);
+}
+
+Status Vlog::AppendMark(uint64_t lsn) { return AppendImpl({}, true, lsn); }
+
+Status Vlog::AppendImpl(const std::vector<Piece>& pieces, bool with_mark, uint64_t mark) {
+  if (pieces.empty() && !with_mark) return Status::Ok();
   if (!writer_ || tail_ >= segment_bytes_) {
     Status s = StartSegment();
     if (!s.ok()) return s;
   }
   size_t total = 0;
   for (const Piece& p : pieces) total += p.payload.size();
+  if (with_mark) total += format::kVlogMarkSize;
   const size_t padded = direct_ ? (total + kAlign - 1) / kAlign * kAlign : total;
   if (padded > buf_cap_) {
     size_t cap = std::max(padded, buf_cap_ * 2);
@@ -149,6 +171,11 @@ Status Vlog::Append(const std::vector<Piece>& pieces) {
     p.ref->offset = tail_ + pos;
     std::memcpy(out + pos, p.payload.data(), p.payload.size());
     pos += p.payload.size();
+  }
+  if (with_mark) {
+    const std::string m = EncodeMark(mark, segment_, tail_ + pos);
+    std::memcpy(out + pos, m.data(), m.size());
+    pos += m.size();
   }
   std::memset(out + pos, 0, padded - pos);
   const uint64_t off = tail_ + padded;
@@ -244,6 +271,77 @@ Status Vlog::DeleteSegment(uint32_t segment) {
   if (!s.ok()) return s;
   std::lock_guard<std::mutex> l(mu_);
   sealed_bytes_ -= std::min(sealed_bytes_, size);
+  return Status::Ok();
+}
+
+// Searches backwards in windows of 1 MiB that overlap by a mark's size, so
+// a mark across a window's edge is whole in one of them.  Appends are
+// written whole, so the newest mark is near the end: usually one window.
+Status Vlog::NewestMarkIn(uint32_t segment, bool* found, uint64_t* lsn, uint64_t* offset) {
+  *found = false;
+  const std::string path = PathOf(segment);
+  uint64_t size = 0;
+  Status s = FromIO(fs_->GetFileSize(path, rocksdb::IOOptions(), &size, nullptr), "stat " + path);
+  if (!s.ok()) return s;
+  std::unique_ptr<rocksdb::FSRandomAccessFile> f;
+  s = FromIO(fs_->NewRandomAccessFile(path, rocksdb::FileOptions(), &f, nullptr), "open " + path);
+  if (!s.ok()) return s;
+  constexpr uint64_t kWindow = 1 << 20;
+  std::string buf(kWindow, '\0');
+  uint64_t end = size;
+  while (end >= format::kVlogMarkSize) {
+    const uint64_t begin = end > kWindow ? end - kWindow : 0;
+    rocksdb::Slice got;
+    rocksdb::IOStatus io = f->Read(begin, end - begin, rocksdb::IOOptions(), &got, buf.data(), nullptr);
+    if (!io.ok()) return FromIO(io, "read " + path);
+    const std::string_view w(got.data(), got.size());
+    const std::string_view magic(format::kVlogMarkMagic, sizeof format::kVlogMarkMagic);
+    for (size_t at = w.rfind(magic); at != std::string_view::npos;
+         at = at == 0 ? std::string_view::npos : w.rfind(magic, at - 1)) {
+      if (at + format::kVlogMarkSize > w.size()) continue;
+      const uint64_t lsn_there = records::GetLE64(w.data() + at + 16);
+      const std::string want = EncodeMark(lsn_there, segment, begin + at);
+      if (w.compare(at, format::kVlogMarkSize, want) == 0) {
+        *found = true;
+        *lsn = lsn_there;
+        *offset = begin + at;
+        return Status::Ok();
+      }
+    }
+    if (begin == 0) break;
+    end = begin + format::kVlogMarkSize - 1;
+  }
+  return Status::Ok();
+}
+
+Status Vlog::NewestMark(bool* found, uint64_t* lsn, std::string* where) {
+  *found = false;
+  std::vector<std::string> names;
+  Status s = FromIO(fs_->GetChildren(dir_, rocksdb::IOOptions(), &names, nullptr), "list " + dir_);
+  if (!s.ok()) return s;
+  std::vector<uint32_t> segs;
+  for (const std::string& n : names) {
+    unsigned seg = 0;
+    char tail[8] = {};
+    if (std::sscanf(n.c_str(), "%8u.%5s", &seg, tail) != 2 || std::strcmp(tail, "vlog") != 0) continue;
+    segs.push_back(seg);
+  }
+  std::sort(segs.rbegin(), segs.rend());
+  int with_data = 0;
+  for (uint32_t seg : segs) {
+    uint64_t size = 0;
+    s = FromIO(fs_->GetFileSize(PathOf(seg), rocksdb::IOOptions(), &size, nullptr), "stat " + PathOf(seg));
+    if (!s.ok()) return s;
+    if (size == 0) continue;
+    uint64_t offset = 0;
+    s = NewestMarkIn(seg, found, lsn, &offset);
+    if (!s.ok()) return s;
+    if (*found) {
+      *where = SegmentName(seg) + ":" + std::to_string(offset);
+      return Status::Ok();
+    }
+    if (++with_data == 2) break;
+  }
   return Status::Ok();
 }
 

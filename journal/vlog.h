@@ -22,6 +22,11 @@
 // while later appends go on).  The journal syncs the vlog before RocksDB's
 // WAL, so a durable record's payload is always durable too.
 //
+// Sync marks: Append can add a 64-byte mark after a group's payloads, which
+// records the newest LSN a completed journal sync covered.  The WAL is the
+// only other place that knows it, so a WAL cut short leaves a mark that
+// recovery finds with NewestMark (docs/journal-format.md, "Sync marks").
+//
 // Thread safety: Append is called by one thread at a time (the committer);
 // Sync and Read may run concurrently with it and each other.
 #pragma once
@@ -64,9 +69,20 @@ class Vlog {
     std::string_view payload;
     VlogRef* ref = nullptr;  // filled by Append
   };
-  // Appends the pieces with one write and fills their refs.  On failure
-  // nothing appended may be referenced; the caller must stop writing.
-  [[nodiscard]] Status Append(const std::vector<Piece>& pieces);
+  // Appends the pieces with one write and fills their refs; with mark != 0,
+  // a sync mark of that LSN after them (with no pieces: the mark alone).
+  // On failure nothing appended may be referenced; the caller must stop
+  // writing.
+  [[nodiscard]] Status Append(const std::vector<Piece>& pieces, uint64_t mark = 0);
+  // Appends a sync mark of lsn (0 allowed) alone.
+  [[nodiscard]] Status AppendMark(uint64_t lsn);
+  // The key marks are checksummed with (the store's uuid); set before the
+  // first Append or NewestMark.
+  void set_mark_key(std::string key) { mark_key_ = std::move(key); }
+  // The synced_lsn of the newest valid sync mark: searched from the end of
+  // the newest segment that holds data, then of the one before it; *found
+  // false when neither holds a mark.  *where names it for messages.
+  [[nodiscard]] Status NewestMark(bool* found, uint64_t* lsn, std::string* where);
   // Makes every completed Append durable.
   [[nodiscard]] Status Sync();
   // Reads length bytes at ref.  Missing or short is Corruption (after a
@@ -91,10 +107,15 @@ class Vlog {
   Status StartSegment();
   Status ReaderFor(uint32_t segment, std::shared_ptr<rocksdb::FSRandomAccessFile>* out);
   std::string PathOf(uint32_t segment) const;
+  std::string EncodeMark(uint64_t lsn, uint32_t segment, uint64_t offset) const;
+  // The newest valid mark in one segment.
+  Status NewestMarkIn(uint32_t segment, bool* found, uint64_t* lsn, uint64_t* offset);
+  Status AppendImpl(const std::vector<Piece>& pieces, bool with_mark, uint64_t mark);
 
   const std::shared_ptr<rocksdb::FileSystem> fs_;
   const std::string dir_;  // DIR/vlog
   const uint64_t segment_bytes_;
+  std::string mark_key_;
   bool direct_ = false;  // the current segment is written with O_DIRECT
   // Append staging, aligned for O_DIRECT; Append only.
   struct Free {

@@ -141,9 +141,12 @@ Status RunVerify(const VerifyArgs& a) {
       std::cerr << "rewind: the plugin serves " << a.dir
                 << ", so its journal opened whole: nothing was dropped\n";
     } else if (backend->GetInfo(&info).ok() && !info.recovery_dropped_damage.empty()) {
-      std::cerr << "rewind: " << info.recovery_dropped_damage << "; "
-                << Plural(info.recovery_cut_records, "redo record", "redo records")
-                << " dropped from the journal\n";
+      std::cerr << "rewind: " << info.recovery_dropped_damage;
+      if (info.recovery_cut_records != 0) {
+        std::cerr << "; " << Plural(info.recovery_cut_records, "redo record", "redo records")
+                  << " dropped from the journal";
+      }
+      std::cerr << "\n";
     } else {
       std::cerr << "rewind: recovery found no damage to drop in " << a.dir << "\n";
     }

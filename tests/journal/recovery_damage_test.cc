@@ -100,18 +100,26 @@ TEST_CASE("a damaged before-image of a synced write fails recovery too", "[journ
   Harness h(QuietConfig(), 22);
   h.Open();
   REQUIRE(h.WriteAt(0, 4096, false));
+  std::string block0(4096, '\0');
+  REQUIRE(h.store().Read(0, 4096, block0.data()).ok());
   REQUIRE(h.DoCheckpoint("cp1"));  // synced; the next write of block 0 saves it
-  const std::vector<std::string> before = Segments(h.dir());
   REQUIRE(h.WriteAt(0, 4096, true));
   h.Kill();
-  // The FUA write's group: its before-image first, then its payload, in
-  // the segment it opened or the one before.
+  // The before-image is block 0 as the first write left it: the second
+  // copy of those bytes in the payload log (the first is that write's own
+  // payload).
   std::vector<std::string> segs = Segments(h.dir());
   REQUIRE(!segs.empty());
-  const std::string& seg = segs.back();
-  const uint64_t size = fs::file_size(seg);
-  REQUIRE(size >= 8192);
-  FlipByte(seg, size - 8192 + 10);  // inside the before-image
+  std::string content;
+  {
+    std::ifstream f(segs.back(), std::ios::binary);
+    content.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const size_t first = content.find(block0);
+  REQUIRE(first != std::string::npos);
+  const size_t second = content.find(block0, first + 1);
+  REQUIRE(second != std::string::npos);
+  FlipByte(segs.back(), second + 10);
   Status s = h.TryOpen();
   INFO(s.ToString());
   CHECK(s.code() == Status::Code::kCorruption);
@@ -143,5 +151,70 @@ TEST_CASE("an unsynced write whose payload is damaged is still cut as a torn tai
   std::vector<char> got(4096);
   REQUIRE(h.store().Read(8192, 4096, got.data()).ok());
   CHECK(got == std::vector<char>(4096, 0));
+  REQUIRE(h.store().Close().ok());
+}
+
+// The WAL's last records lost whole (a truncation that ends on a record
+// boundary, or a torn last record that RocksDB drops as a crash's): the
+// payload log's sync marks say how far a completed sync reached.
+TEST_CASE("a WAL cut short below a completed sync fails recovery", "[journal][recovery]") {
+  Harness h(QuietConfig(), 24);
+  h.Open();
+  // Eight FUA writes of fresh blocks: each is synced, and each group after
+  // the first carries the mark of the sync before it (LSN 7 in the last).
+  for (uint64_t i = 0; i < 8; i++) REQUIRE(h.WriteAt(i * 8192, 4096, true));
+  h.Kill();
+  std::vector<std::string> wals;
+  for (const auto& e : fs::directory_iterator(h.dir() + "/journal")) {
+    if (e.path().extension() == ".log") wals.push_back(e.path().string());
+  }
+  std::sort(wals.begin(), wals.end());
+  REQUIRE(!wals.empty());
+  const uint64_t size = fs::file_size(wals.back());
+  fs::resize_file(wals.back(), size / 2);  // about half of the records go
+
+  Status s = h.TryOpen();
+  INFO(s.ToString());
+  CHECK(s.code() == Status::Code::kCorruption);
+  CHECK(s.message().find("completed sync through LSN 7") != std::string::npos);
+  CHECK(s.message().find("lost synced records") != std::string::npos);
+  CHECK_FALSE(h.has_store());
+
+  // Asked to, it opens without them, and marks what is left, so that the
+  // next plain open does not refuse again.
+  h.config().drop_damaged_journal = true;
+  s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  StoreInfo info;
+  REQUIRE(h.store().GetInfo(&info).ok());
+  CHECK(info.recovery_dropped_damage.find("lost synced records") != std::string::npos);
+  CHECK(info.newest_lsn < 7);
+  REQUIRE(h.store().Close().ok());
+  h.config().drop_damaged_journal = false;
+  s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  REQUIRE(h.store().Close().ok());
+}
+
+TEST_CASE("a torn WAL tail that no completed sync covered is not taken for damage",
+          "[journal][recovery]") {
+  Harness h(QuietConfig(), 25);
+  h.Open();
+  for (uint64_t i = 0; i < 4; i++) REQUIRE(h.WriteAt(i * 8192, 4096, true));
+  // Unsynced writes after them: lost with the WAL's tail, as a power cut
+  // loses them.
+  for (uint64_t i = 4; i < 8; i++) REQUIRE(h.WriteAt(i * 8192, 4096, false));
+  StoreInfo info;
+  REQUIRE(h.store().GetInfo(&info).ok());  // committed, not synced
+  h.Kill();
+  REQUIRE(h.fs().DropUnsyncedData(nullptr).empty());
+  h.fs().ResetState();
+  Status s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  REQUIRE(h.store().GetInfo(&info).ok());
+  CHECK(info.newest_lsn == 4);
   REQUIRE(h.store().Close().ok());
 }
