@@ -1,0 +1,216 @@
+// `rewind verify` on a store that crashed with a damaged payload in the part
+// of its journal a sync covered (docs/journal-format.md, "Recovery and the
+// recovery cut"): recovery refuses to cut the journal there and verify fails
+// with that one line, changing nothing; `--drop-damaged-journal` cuts it
+// there, says how many records it dropped, and verify then reports the live
+// image that still holds a dropped write; the cut is durable.  Without
+// damage, `--drop-damaged-journal` says there was none to drop.
+#include <rewind/journal/store.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "cli_util.h"
+#include "support/patterns.h"
+
+namespace rwd::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint32_t kBlock = 4096;
+
+// The store's payload log segments, oldest first.
+std::vector<std::string> Segments(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir + "/vlog")) {
+    if (e.path().extension() == ".vlog") out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  REQUIRE(f);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  REQUIRE(f.get(c));
+  REQUIRE(c != 0);  // a payload byte (Pattern has no zeros), not padding
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x5a));
+  REQUIRE(f.good());
+}
+
+// A store in dir whose journal holds, above applied_lsn, writes that were
+// acknowledged as durable and that a crash left behind:
+//   LSN 1: block 0 = A, written and closed cleanly (applied_lsn 1);
+//   LSN 2: block 0 = B, FUA;  LSN 3: block 2 = C, FUA;
+// by a process that saw both in the live image and then died without
+// closing the store.  LSN 2's payload is the first bytes of the crashed
+// run's segment (each Open starts a new one; block 0 was saved in this
+// epoch by LSN 1, so LSN 2 has no before-image).  Returns that segment.
+std::string MakeCrashedStore(const std::string& dir) {
+  {
+    ProcResult r = Rewind({"create", dir, "--size", "1M"});
+    INFO(r.Describe());
+    REQUIRE(r.ok());
+  }
+  const std::vector<uint8_t> a = Pattern(kBlock, 1), b = Pattern(kBlock, 2),
+                             c = Pattern(kBlock, 3);
+  // On threads of their own: the io_uring read ring the image keeps per
+  // thread goes away with the thread, so the child of the fork shares no
+  // ring with this process (a child using its parent's ring corrupts it).
+  std::async(std::launch::async, [&] {
+    StoreOptions o;
+    o.dir = dir;
+    o.create_if_missing = false;
+    std::unique_ptr<Store> store;
+    REQUIRE(Store::Open(o, &store).ok());
+    REQUIRE(store->Write(0, kBlock, a.data(), true).ok());
+    REQUIRE(store->Close().ok());
+  }).get();
+  const std::vector<std::string> before = Segments(dir);
+  REQUIRE(before.size() == 1);
+  std::async(std::launch::async, [&] {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      StoreOptions o;
+      o.dir = dir;
+      o.create_if_missing = false;
+      o.image_sync_interval_ms = 60'000;  // no image sync: applied_lsn stays 1
+      std::unique_ptr<Store> crashing;
+      if (!Store::Open(o, &crashing).ok()) _exit(2);
+      if (!crashing->Write(0, kBlock, b.data(), true).ok()) _exit(3);
+      if (!crashing->Write(2 * kBlock, kBlock, c.data(), true).ok()) _exit(4);
+      // Extents waits until the applier has put every write into the image.
+      if (!crashing->Extents(0, crashing->size(), [](uint64_t, uint64_t, bool) {}).ok()) _exit(5);
+      _exit(0);  // as kill -9 would: no Close
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }).get();
+  const std::vector<std::string> after = Segments(dir);
+  REQUIRE(after.size() == 2);
+  REQUIRE(after[0] == before[0]);
+  REQUIRE(fs::file_size(after[1]) >= 2 * kBlock);
+  return after[1];
+}
+
+std::string Escaped(const std::string& s) {
+  return std::regex_replace(s, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+}
+
+// What verify prints for this store once the journal lost LSN 2 and 3: the
+// image still holds B at block 0, where the newest write left is A.
+void CheckImageDamageReport(const ProcResult& r, const std::string& dir) {
+  CHECK(r.status.exited);
+  CHECK(r.status.code == 1);
+  const std::vector<std::string> out = NonEmptyLines(r.out);
+  REQUIRE(out.size() == 2);
+  CHECK(std::regex_match(out[0], std::regex(R"(.*: 1 problem)")));
+  CHECK(out[1] == "  the live image at offset 0 does not hold the bytes of the newest write to it");
+  CHECK(r.err.find("rewind: verify: store " + dir + " is damaged: 1 problem\n") != std::string::npos);
+}
+
+TEST_CASE("verify refuses a crashed store whose synced journal has a damaged payload, and "
+          "--drop-damaged-journal cuts it there, durably",
+          "[cli][recovery]") {
+  TempDir tmp("rwcli");
+  const std::string dir = tmp / "store";
+  const std::string seg = MakeCrashedStore(dir);
+  FlipByte(seg, 100);  // inside LSN 2's payload
+
+  // Plain verify: recovery refuses, one line, and nothing changes: the
+  // second run gives the same answer.
+  const std::string refusal =
+      "rewind: verify: recovery cannot replay the journal of " + dir +
+      ": redo record 2: payload fails its hash; the journal was synced through LSN 3, so this is "
+      "damage, not the torn tail of a crash, and cutting the journal at LSN 2 would drop "
+      "acknowledged writes (rewind verify " + dir + " --drop-damaged-journal cuts it there)\n";
+  ProcResult first = Rewind({"verify", dir});
+  {
+    INFO(first.Describe());
+    CheckOneLineError(first, "verify");
+    CHECK(first.status.code == 1);
+    CHECK(first.out.empty());
+    CHECK(first.err == refusal);
+  }
+  ProcResult second = Rewind({"verify", dir});
+  {
+    INFO(second.Describe());
+    CHECK(second.status.code == first.status.code);
+    CHECK(second.out == first.out);
+    CHECK(second.err == first.err);
+  }
+
+  // Asked to, recovery cuts at LSN 2 (LSN 2 and 3 dropped: the refusals
+  // above cut nothing) and says so; verify then finds block 0 of the image
+  // holding B, which the journal no longer has.
+  ProcResult dropped = Rewind({"verify", dir, "--drop-damaged-journal"});
+  {
+    INFO(dropped.Describe());
+    const std::vector<std::string> err = NonEmptyLines(dropped.err);
+    REQUIRE(err.size() == 2);
+    CHECK(err[0] ==
+          "rewind: redo record 2: payload fails its hash: the journal, synced through LSN 3, was "
+          "cut at LSN 2 as asked (drop_damaged_journal); 2 redo records dropped from the journal");
+    CheckImageDamageReport(dropped, dir);
+  }
+
+  // The cut is durable: a plain open now succeeds, the journal ends at
+  // LSN 1, and verify reports the same image damage and nothing else.
+  ProcResult again = Rewind({"verify", dir});
+  {
+    INFO(again.Describe());
+    CheckOneLineError(again, "verify");
+    CheckImageDamageReport(again, dir);
+  }
+  ProcResult info = Rewind({"info", dir, "--json"});
+  {
+    INFO(info.Describe());
+    REQUIRE(info.ok());
+    nlohmann::json j = nlohmann::json::parse(info.out);
+    CHECK(j.at("newest_lsn") == 1);
+    CHECK(j.at("redo_records") == 1);
+  }
+  // --drop-damaged-journal on the store that was cut finds nothing more.
+  ProcResult twice = Rewind({"verify", dir, "--drop-damaged-journal"});
+  {
+    INFO(twice.Describe());
+    CHECK(std::regex_search(twice.err, std::regex("^rewind: recovery found no damage to drop in " +
+                                                  Escaped(dir) + "\n")));
+    CheckImageDamageReport(twice, dir);
+  }
+}
+
+TEST_CASE("verify --drop-damaged-journal on a crashed store without damage drops nothing",
+          "[cli][recovery]") {
+  TempDir tmp("rwcli");
+  const std::string dir = tmp / "store";
+  (void)MakeCrashedStore(dir);
+  ProcResult r = Rewind({"verify", dir, "--drop-damaged-journal"});
+  INFO(r.Describe());
+  CHECK(r.ok());
+  CHECK(r.err == "rewind: recovery found no damage to drop in " + dir + "\n");
+  const std::vector<std::string> out = NonEmptyLines(r.out);
+  REQUIRE(out.size() == 1);
+  CHECK(std::regex_match(out[0], std::regex(R"(.*: clean)")));
+  // Recovery replayed LSN 2 and 3 and kept them.
+  ProcResult info = Rewind({"info", dir, "--json"});
+  REQUIRE(info.ok());
+  CHECK(nlohmann::json::parse(info.out).at("newest_lsn") == 3);
+}
+
+}  // namespace
+}  // namespace rwd::test
