@@ -19,6 +19,8 @@
 
 #include "cli_util.h"
 #include "support/patterns.h"
+#include "support/proc_util.h"
+#include "support/store_files.h"
 
 namespace rwd::test {
 namespace {
@@ -27,26 +29,14 @@ namespace fs = std::filesystem;
 
 constexpr uint32_t kBlock = 4096;
 
-// The store's payload log segments, oldest first.
 std::vector<std::string> Segments(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir + "/vlog")) {
-    if (e.path().extension() == ".vlog") out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return rwd::test::FilesIn(dir, "vlog", ".vlog");
 }
 
+// A payload byte (Pattern has no zeros), not padding, flipped.
 void FlipByte(const std::string& path, uint64_t offset) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  REQUIRE(f);
-  f.seekg(static_cast<std::streamoff>(offset));
-  char c = 0;
-  REQUIRE(f.get(c));
-  REQUIRE(c != 0);  // a payload byte (Pattern has no zeros), not padding
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.put(static_cast<char>(c ^ 0x5a));
-  REQUIRE(f.good());
+  REQUIRE(ReadFile(path).at(offset) != 0);
+  rwd::test::FlipByte(path, offset);
 }
 
 // A store in dir whose journal holds, above applied_lsn, writes that were

@@ -5,6 +5,7 @@
 // fails Open with Corruption: cutting there would drop acknowledged writes.
 #include <catch2/catch.hpp>
 
+#include "support/store_files.h"
 #include "support/store_harness.h"
 
 #include <rewind/journal/store.h>
@@ -24,26 +25,10 @@ namespace fs = std::filesystem;
 using Harness = rwd::test::StoreHarness;
 using Config = rwd::test::HarnessConfig;
 
-// The store's payload log segments, oldest first.
 std::vector<std::string> Segments(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir + "/vlog")) {
-    if (e.path().extension() == ".vlog") out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return rwd::test::FilesIn(dir, "vlog", ".vlog");
 }
-
-void FlipByte(const std::string& path, uint64_t offset) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  REQUIRE(f);
-  f.seekg(static_cast<std::streamoff>(offset));
-  char c = 0;
-  REQUIRE(f.get(c));
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.put(static_cast<char>(c ^ 0x5a));
-  REQUIRE(f.good());
-}
+using rwd::test::FlipByte;
 
 // No image sync for a minute: every record stays above applied_lsn, where
 // recovery replays it and checks its payload.  No timed journal sync
@@ -164,11 +149,7 @@ TEST_CASE("a WAL cut short below a completed sync fails recovery", "[journal][re
   // the first carries the mark of the sync before it (LSN 7 in the last).
   for (uint64_t i = 0; i < 8; i++) REQUIRE(h.WriteAt(i * 8192, 4096, true));
   h.Kill();
-  std::vector<std::string> wals;
-  for (const auto& e : fs::directory_iterator(h.dir() + "/journal")) {
-    if (e.path().extension() == ".log") wals.push_back(e.path().string());
-  }
-  std::sort(wals.begin(), wals.end());
+  const std::vector<std::string> wals = rwd::test::FilesIn(h.dir(), "journal", ".log");
   REQUIRE(!wals.empty());
   const uint64_t size = fs::file_size(wals.back());
   fs::resize_file(wals.back(), size / 2);  // about half of the records go
