@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <iostream>
 #include <random>
@@ -257,6 +258,36 @@ TEST_CASE("misbehaving clients: a client killed with SIGKILL mid-write loses non
                            kills, fua_acked, aborts);
 }
 
+// The other client's write at 48 MiB after connection i.
+std::vector<uint8_t> OtherValue(int i) { return Pattern(kBlock, 7000000 + i); }
+
+// What a 64 KiB block read at 48 MiB holds, in the other client's terms:
+// "zeros", "write i" (its write after connection i), or, for anything
+// else, what each 4 KiB page of it holds.
+std::string DescribeOther(const std::vector<uint8_t>& got, int writes) {
+  constexpr uint64_t kPage = 4 * kKiB;
+  auto whole = [&](const uint8_t* p, uint64_t len) -> std::string {
+    if (std::all_of(p, p + len, [](uint8_t x) { return x == 0; })) return "zeros";
+    for (int i = 0; i < writes; ++i) {
+      const auto v = OtherValue(i);
+      const uint64_t at = static_cast<uint64_t>(p - got.data());
+      if (std::equal(p, p + len, v.begin() + static_cast<std::ptrdiff_t>(at))) {
+        return "write " + std::to_string(i);
+      }
+    }
+    return "";
+  };
+  if (got.size() != kBlock) return fmt::format("{} bytes", got.size());
+  std::string w = whole(got.data(), kBlock);
+  if (!w.empty()) return w;
+  std::string pages = "not one whole value; its 4 KiB pages:";
+  for (uint64_t off = 0; off < kBlock; off += kPage) {
+    const std::string p = whole(got.data() + off, kPage);
+    pages += " " + (p.empty() ? std::string("other") : p);
+  }
+  return pages;
+}
+
 TEST_CASE("misbehaving clients: connections dropped with requests in flight, and other clients keep "
           "being served, nothing acknowledged is lost",
           "[e2e][clients]") {
@@ -265,11 +296,15 @@ TEST_CASE("misbehaving clients: connections dropped with requests in flight, and
   const std::string dir = tmp / "store";
   auto server = StartRewind(tmp, {"dir=" + dir, "size=64M"});
   auto other = NbdClient::Connect(server->socket());
-  std::vector<uint8_t> other_last;     // the other client's newest FUA-acked write at 48 MiB
-  std::vector<uint8_t> other_attempt;  // and the one it sent after that
+  // The block at 48 MiB, the other client's: the value it must hold (its
+  // newest FUA-acknowledged write, or zeros before any), and the write sent
+  // after that one, not acknowledged yet.
+  std::vector<uint8_t> other_last(kBlock, 0);
+  std::vector<uint8_t> other_attempt;
   uint64_t dropped = 0, in_flight_at_drop = 0, other_writes = 0, aborts = 0;
+  uint64_t unacked_kept = 0;  // aborts after which the block held the unacknowledged write
   // nbdkit died: it must be the known abort; restart, and the other
-  // client's acknowledged write is there.
+  // client's acknowledged write is there, or the one the abort cut short.
   auto after_abort = [&](const std::string& when) {
     INFO(when);
     // An aborting nbdkit's sockets close before the process can be reaped
@@ -287,10 +322,25 @@ TEST_CASE("misbehaving clients: connections dropped with requests in flight, and
     other.reset();
     server = StartRewind(tmp, {"dir=" + dir});
     other = NbdClient::Connect(server->socket());
-    // The acknowledged value, or the one whose write the abort cut short.
+    // The acknowledged value, or the one whose write the abort cut short:
+    // NBD lets an unacknowledged write be done or not, but whole (one
+    // journal record).
     const auto got = other->Pread(kBlock, 48 * kMiB);
     const bool known = got == other_last || got == other_attempt;
-    if (!other_last.empty()) CHECK(known);
+    INFO("at 48 MiB: " << DescribeOther(got, 40) << "; last acknowledged: "
+                       << DescribeOther(other_last, 40) << "; in flight: "
+                       << DescribeOther(other_attempt, 40));
+    CHECK(known);
+    // Whichever it is, the restarted nbdkit serves it: from now on the block
+    // must hold it (until the other client's next acknowledged write).  An
+    // unacknowledged write that was done is as durable as an acknowledged
+    // one; it must not vanish at a later abort, nor an attempt not done
+    // turn up later.  (Before 2026-12-01 the model kept the older
+    // acknowledged value here, and the next abort found the newer one:
+    // docs/reliability.md, "Sanitizers".)
+    if (known && got != other_last) unacked_kept++;
+    other_last = got;
+    other_attempt = got;
   };
   for (int i = 0; i < 40; ++i) {
     nbd_handle* h = nbd_create();
@@ -321,14 +371,14 @@ TEST_CASE("misbehaving clients: connections dropped with requests in flight, and
     nbd_close(h);
     dropped++;
     // The other client, meanwhile: a FUA write read back.
-    const auto data = Pattern(kBlock, 7000000 + i);
+    const auto data = OtherValue(i);
     other_attempt = data;
     try {
       other->Pwrite(data, 48 * kMiB, LIBNBD_CMD_FLAG_FUA);
+      other_last = data;  // acknowledged with FUA: durable, even if the read fails
+      other_writes++;
       const bool same = other->Pread(kBlock, 48 * kMiB) == data;
       CHECK(same);
-      other_last = data;
-      other_writes++;
     } catch (const NbdError& e) {
       // Served no more: only an abort of nbdkit excuses that.  An abort
       // (and its core dump) takes a moment to end the process; on a busy
@@ -342,22 +392,33 @@ TEST_CASE("misbehaving clients: connections dropped with requests in flight, and
   CHECK(in_flight_at_drop > 0);
   CHECK(other_writes > 0);
   // A new client sees whole blocks: every block holds zeros or one whole
-  // value that some dropped connection wrote there.
-  {
-    auto c = NbdClient::Connect(server->socket());
-    for (uint64_t b = 0; b < 256; ++b) {
-      const auto got = c->Pread(kBlock, b * kBlock);
-      bool ok = got == std::vector<uint8_t>(kBlock, 0);
-      for (int i = 0; i < 40 && !ok; ++i) {
-        for (int k = 0; k < 24 && !ok; ++k) {
-          const bool wrote = k % 3 != 2 && k % 5 != 4;
-          if (wrote && static_cast<uint64_t>((i * 24 + k) % 256) == b) {
-            ok = got == Pattern(kBlock, i * 100 + k + 1);
+  // value that some dropped connection wrote there.  The last dropped
+  // connection can still bring the abort: give it the time to show, and
+  // check again after a restart if it comes during the check (before
+  // 2026-12-01 a connection refused here failed the test, seen once).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  if (!server->Running()) after_abort("after the last connection");
+  for (int attempt = 0;; ++attempt) {
+    try {
+      auto c = NbdClient::Connect(server->socket());
+      for (uint64_t b = 0; b < 256; ++b) {
+        const auto got = c->Pread(kBlock, b * kBlock);
+        bool ok = got == std::vector<uint8_t>(kBlock, 0);
+        for (int i = 0; i < 40 && !ok; ++i) {
+          for (int k = 0; k < 24 && !ok; ++k) {
+            const bool wrote = k % 3 != 2 && k % 5 != 4;
+            if (wrote && static_cast<uint64_t>((i * 24 + k) % 256) == b) {
+              ok = got == Pattern(kBlock, i * 100 + k + 1);
+            }
           }
         }
+        INFO("block " << b);
+        CHECK(ok);
       }
-      INFO("block " << b);
-      CHECK(ok);
+      break;
+    } catch (const NbdError& e) {
+      REQUIRE(attempt == 0);
+      after_abort(fmt::format("the check of the dropped connections' blocks: {}", e.what()));
     }
   }
   other.reset();
@@ -365,12 +426,14 @@ TEST_CASE("misbehaving clients: connections dropped with requests in flight, and
   if (server->Running()) {
     ExitStatus es = server->Stop();
     INFO(server->log());
+    INFO("nbdkit " << es.ToString());
     CHECK(es.success());
   }
   std::cerr << fmt::format("clients: {} connections dropped with {} requests in flight; the other "
                            "client's {} FUA writes all served; nbdkit aborted {} times (its "
-                           "raw_send_socket assertion), nothing acknowledged lost\n",
-                           dropped, in_flight_at_drop, other_writes, aborts);
+                           "raw_send_socket assertion), {} time(s) with the other client's "
+                           "unacknowledged write done; nothing acknowledged lost\n",
+                           dropped, in_flight_at_drop, other_writes, aborts, unacked_kept);
 }
 
 // One request with libnbd's own checks off, so that it reaches the server
