@@ -667,12 +667,28 @@ Status StoreImpl::Recover() {
     for (const auto& c : cps) {
       if (c.lsn >= cut && ws.ok()) ws = b.Delete(cp_cf_, records::CheckpointKey(c.id));
     }
+    // A cut at or below synced_lsn (drop_damaged_journal): the LSNs from
+    // the cut on are given out again, unsynced, so synced_lsn and the sync
+    // marks must come down to what is left.
+    const bool below_sync = cut <= synced;
+    if (below_sync && ws.ok()) {
+      char buf[8];
+      records::PutLE64(buf, cut - 1);
+      ws = b.Put(meta_cf_, format::kMetaSyncedLsn, rocksdb::Slice(buf, 8));
+    }
     if (!ws.ok()) return FromRocks(ws, "cut the journal");
     rocksdb::WriteOptions wo;
     wo.sync = true;
     Status s = FromRocks(db_->Write(wo, &b), "cut the journal");
     if (!s.ok()) return s;
     recovery_cut_records_ = newest >= cut ? newest - cut + 1 : 0;
+    if (below_sync) {
+      synced_mark_ = cut - 1;
+      s = vlog_->AppendMark(cut - 1);
+      if (s.ok()) s = vlog_->Sync();
+      if (!s.ok()) return s;
+      vlog_marked_ = cut - 1;
+    }
   }
   if (replayed == 0) {
     persisted_applied_ = applied;

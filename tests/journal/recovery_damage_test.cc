@@ -30,6 +30,15 @@ std::vector<std::string> Segments(const std::string& dir) {
 }
 using rwd::test::FlipByte;
 
+// Flips a byte inside the last copy of bytes in the file.
+void FlipInLast(const std::string& path, const std::string& bytes) {
+  std::ifstream f(path, std::ios::binary);
+  const std::string content((std::istreambuf_iterator<char>(f)), {});
+  const size_t at = content.rfind(bytes);
+  REQUIRE(at != std::string::npos);
+  FlipByte(path, at + 10);
+}
+
 // No image sync for a minute: every record stays above applied_lsn, where
 // recovery replays it and checks its payload.  No timed journal sync
 // either: only FUA writes sync.
@@ -78,6 +87,24 @@ TEST_CASE("a damaged payload of a synced write fails recovery instead of being c
   CHECK(info.recovery_cut_records == 3);
   CHECK(info.recovery_dropped_damage.find("cut at LSN 1") != std::string::npos);
   CHECK(info.newest_lsn == 0);
+
+  // The LSNs from the cut on are given out again, unsynced: a crash that
+  // tears the payload of a new one is a torn tail again, not damage below
+  // the old synced_lsn or the old sync marks.
+  h.config().drop_damaged_journal = false;
+  REQUIRE(h.WriteAt(0, 4096, true));       // LSN 1 again, synced
+  REQUIRE(h.WriteAt(8192, 4096, false));   // LSN 2 again, not synced
+  REQUIRE(h.store().GetInfo(&info).ok());  // in the WAL
+  std::string written(4096, '\0');
+  REQUIRE(h.store().Read(8192, 4096, written.data()).ok());
+  h.Kill();
+  FlipInLast(Segments(h.dir()).back(), written);  // LSN 2's payload
+  s = h.TryOpen();
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  REQUIRE(h.store().GetInfo(&info).ok());
+  CHECK(info.recovery_cut_records == 1);
+  CHECK(info.newest_lsn == 1);
   REQUIRE(h.store().Close().ok());
 }
 
@@ -93,18 +120,7 @@ TEST_CASE("a damaged before-image of a synced write fails recovery too", "[journ
   // The before-image is block 0 as the first write left it: the second
   // copy of those bytes in the payload log (the first is that write's own
   // payload).
-  std::vector<std::string> segs = Segments(h.dir());
-  REQUIRE(!segs.empty());
-  std::string content;
-  {
-    std::ifstream f(segs.back(), std::ios::binary);
-    content.assign(std::istreambuf_iterator<char>(f), {});
-  }
-  const size_t first = content.find(block0);
-  REQUIRE(first != std::string::npos);
-  const size_t second = content.find(block0, first + 1);
-  REQUIRE(second != std::string::npos);
-  FlipByte(segs.back(), second + 10);
+  FlipInLast(Segments(h.dir()).back(), block0);
   Status s = h.TryOpen();
   INFO(s.ToString());
   CHECK(s.code() == Status::Code::kCorruption);
