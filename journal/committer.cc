@@ -202,7 +202,7 @@ Status StoreImpl::CommitOps(std::vector<JournalOp>& ops) {
     }
     apply_queue_.push_back(std::move(a));
   }
-  for (const JournalOp& op : ops) committed_lsn_ = std::max(committed_lsn_, op.lsn);
+  committed_lsn_ = std::max(committed_lsn_, ops.back().lsn);  // ops are in LSN order
   committed_seq_.store(ops.back().seq, std::memory_order_release);
   state_cv_.notify_all();
   return Status::Ok();

@@ -451,7 +451,10 @@ class StoreImpl final : public Store {
   // Recovery found a damaged payload at or below synced_lsn: the error, and
   // whether drop_damaged_journal made it cut there anyway.
   Status recovery_damage_;
-  Status CheckWalAgainstMarks(const std::string& damaged);
+  // newest: the larger of applied_lsn and synced_lsn, as recovery read them.
+  Status CheckWalAgainstMarks(const std::string& damaged, uint64_t newest);
+  Status LowerSyncMarks(uint64_t lsn);
+  Status ReadHistoryStart(uint64_t* out);
   bool dropped_damaged_ = false;
   // The committer's: the highest LSN in a batch written to the WAL, and the
   // synced_lsn it last wrote there (committer.cc, SyncJournal).

@@ -534,7 +534,7 @@ Status StoreImpl::Recover() {
     return FromRocks(rs, "read synced LSN");
   }
   synced_mark_ = synced;
-  if (Status s = CheckWalAgainstMarks(damaged); !s.ok()) return s;
+  if (Status s = CheckWalAgainstMarks(damaged, std::max(applied, synced)); !s.ok()) return s;
   uint64_t cut = UINT64_MAX;  // the lowest LSN whose payload is missing or damaged
   auto damaged_below_sync = [&](uint64_t lsn, const Status& why) -> bool {
     if (lsn > synced) return false;  // maybe the torn tail of a crash: cut there
@@ -684,10 +684,8 @@ Status StoreImpl::Recover() {
     recovery_cut_records_ = newest >= cut ? newest - cut + 1 : 0;
     if (below_sync) {
       synced_mark_ = cut - 1;
-      s = vlog_->AppendMark(cut - 1);
-      if (s.ok()) s = vlog_->Sync();
+      s = LowerSyncMarks(cut - 1);
       if (!s.ok()) return s;
-      vlog_marked_ = cut - 1;
     }
   }
   if (replayed == 0) {
@@ -705,7 +703,7 @@ Status StoreImpl::Recover() {
 // sync covered; a WAL that ends below it lost synced records (cut short,
 // which RocksDB takes for the torn tail of a crash).  Checked before
 // anything is replayed into the image.
-Status StoreImpl::CheckWalAgainstMarks(const std::string& damaged) {
+Status StoreImpl::CheckWalAgainstMarks(const std::string& damaged, uint64_t newest) {
   bool found = false;
   uint64_t mark = 0;
   std::string where;
@@ -713,16 +711,8 @@ Status StoreImpl::CheckWalAgainstMarks(const std::string& damaged) {
   if (!s.ok()) return s;
   vlog_marked_ = mark;
   if (!found || mark == 0) return Status::Ok();
-  uint64_t newest = 0;
-  std::string v;
-  for (const char* key : {format::kMetaAppliedLsn, format::kMetaSyncedLsn}) {
-    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, key, &v);
-    if (rs.ok() && v.size() == 8) newest = std::max(newest, records::GetLE64(v.data()));
-  }
-  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaHistoryStart, &v);
-  if (rs.ok() && !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == std::string::npos) {
-    newest = std::max<uint64_t>(newest, std::stoull(v));
-  }
+  uint64_t start = 0;
+  if (ReadHistoryStart(&start).ok()) newest = std::max(newest, start);
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), redo_cf_));
     it->SeekToLast();
@@ -747,14 +737,35 @@ Status StoreImpl::CheckWalAgainstMarks(const std::string& damaged) {
     // synced, so that the next open does not find the old one newest.
     dropped_damaged_ = true;
     recovery_damage_ = Status::Corruption(why + "; going on without them, as asked (drop_damaged_journal)");
-    s = vlog_->AppendMark(newest);
-    if (s.ok()) s = vlog_->Sync();
-    vlog_marked_ = newest;
-    return s;
+    return LowerSyncMarks(newest);
   }
   recovery_damage_ = Status::Corruption(damaged + why + ", acknowledged writes among them (rewind verify " +
                                         options_.dir + " --drop-damaged-journal opens it without them)");
   return recovery_damage_;
+}
+
+// history_start (decimal; absent: 0).
+Status StoreImpl::ReadHistoryStart(uint64_t* out) {
+  *out = 0;
+  std::string v;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaHistoryStart, &v);
+  if (rs.IsNotFound()) return Status::Ok();
+  if (!rs.ok()) return FromRocks(rs, "read history start");
+  if (v.empty() || v.size() > 20 || v.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Corruption("the store's history_start record is damaged");
+  }
+  *out = std::stoull(v);
+  return Status::Ok();
+}
+
+// After a cut at or below the synced LSN (drop_damaged_journal), the LSNs
+// above lsn are given out again, unsynced: a sync mark of lsn, synced, so
+// that no older mark claims them.
+Status StoreImpl::LowerSyncMarks(uint64_t lsn) {
+  Status s = vlog_->AppendMark(lsn);
+  if (s.ok()) s = vlog_->Sync();
+  if (s.ok()) vlog_marked_ = lsn;
+  return s;
 }
 
 Status StoreImpl::LoadState() {
@@ -788,19 +799,10 @@ Status StoreImpl::LoadState() {
     }
   }
   {
-    std::string v;
-    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), meta_cf_, format::kMetaHistoryStart, &v);
-    if (rs.ok()) {
-      uint64_t start = 0;
-      if (v.empty() || v.size() > 20 ||
-          v.find_first_not_of("0123456789") != std::string::npos) {
-        return Status::Corruption("the store's history_start record is damaged");
-      }
-      start = std::stoull(v);
-      history_start_.store(start);
-    } else if (!rs.IsNotFound()) {
-      return FromRocks(rs, "read history start");
-    }
+    uint64_t start = 0;
+    Status s = ReadHistoryStart(&start);
+    if (!s.ok()) return s;
+    history_start_.store(start);
   }
   next_checkpoint_id_ = epoch + 1;
   epoch_.store(epoch);
