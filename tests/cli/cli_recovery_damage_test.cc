@@ -4,7 +4,8 @@
 // with that one line, changing nothing; `--drop-damaged-journal` cuts it
 // there, says how many records it dropped, and verify then reports the live
 // image that still holds a dropped write; the cut is durable.  Without
-// damage, `--drop-damaged-journal` says there was none to drop.
+// damage, `--drop-damaged-journal` says there was none to drop, and on a
+// store the plugin serves (its journal opened whole) that nothing was.
 #include <rewind/journal/store.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <regex>
 
 #include "cli_util.h"
+#include "support/nbd_rewind.h"
 #include "support/patterns.h"
 #include "support/proc_util.h"
 #include "support/store_files.h"
@@ -200,6 +202,33 @@ TEST_CASE("verify --drop-damaged-journal on a crashed store without damage drops
   ProcResult info = Rewind({"info", dir, "--json"});
   REQUIRE(info.ok());
   CHECK(nlohmann::json::parse(info.out).at("newest_lsn") == 3);
+}
+
+TEST_CASE("verify --drop-damaged-journal on a store the plugin serves drops nothing and verifies it",
+          "[cli][recovery]") {
+  RequireNbdkitOrSkip();
+  TempDir tmp("rwcli");
+  const std::string dir = tmp / "store";
+  auto server = StartRewind(tmp, {"dir=" + dir, "size=16M"});
+  auto c = NbdClient::Connect(server->socket());
+  const auto data = Pattern(4 * kBlock, 5);
+  c->Pwrite(data, 8 * kBlock, LIBNBD_CMD_FLAG_FUA);
+  ProcResult r = Rewind({"verify", dir, "--drop-damaged-journal"});
+  INFO(r.Describe());
+  CHECK(r.ok());
+  CHECK(r.err == "rewind: the plugin serves " + dir +
+                     ", so its journal opened whole: nothing was dropped\n");
+  const std::vector<std::string> out = NonEmptyLines(r.out);
+  REQUIRE(out.size() == 1);
+  CHECK(std::regex_match(out[0], std::regex(R"(.*: clean)")));
+  // The plugin went on serving, with its journal whole.
+  REQUIRE(server->Running());
+  CHECK(c->Pread(data.size(), 8 * kBlock) == data);
+  ProcResult info = Rewind({"info", dir, "--json"});
+  REQUIRE(info.ok());
+  CHECK(nlohmann::json::parse(info.out).at("newest_lsn") == 1);
+  c.reset();
+  CHECK(server->Stop().success());
 }
 
 }  // namespace
