@@ -13,10 +13,11 @@
 # sanitizer runtime must be loaded before everything else.  The tests find
 # nbdkit through PATH, so BUILD/sanitizer-bin/nbdkit, first in PATH, runs the
 # real nbdkit with LD_PRELOAD of GCC's runtime (libasan.so or libtsan.so,
-# the one the plugin is linked with) and sends the reports of that process
-# to BUILD/sanitizer-logs/nbdkit.PID.  A preload already set (fiu-run's, in
-# the e2e I/O error tests) is kept, after the runtime.  The test binaries and the rewind CLI
-# are instrumented themselves and report on stderr, failing their test.
+# the one the plugin is linked with) and of sanitize-keep-locales.c, and
+# sends the reports of that process to BUILD/sanitizer-logs/nbdkit.PID.
+# A preload already set (fiu-run's, in the e2e I/O error tests) is kept,
+# after those two.  The test binaries and the rewind CLI are instrumented
+# themselves and report on stderr, failing their test.
 # After ctest, any report in sanitizer-logs fails the run too.
 #
 # RocksDB from Debian is not instrumented: scripts/tsan.supp says what is
@@ -56,6 +57,10 @@ lib=$(${CXX:-g++} -print-file-name="$runtime")
 real_nbdkit=$(command -v nbdkit) || { echo "sanitize: nbdkit not found" >&2; exit 1; }
 logs="$build/sanitizer-logs"
 rm -rf "$logs" && mkdir -p "$logs" "$build/sanitizer-bin"
+# scripts/sanitize-keep-locales.c: without it nbdkit hangs in exit() under
+# the preloaded runtime (glibc's locale lock, p11-kit's destructor).
+shim="$build/sanitizer-bin/keep-locales.so"
+${CC:-cc} -shared -fPIC -O2 -o "$shim" "$root/scripts/sanitize-keep-locales.c"
 
 # UBSan: a finding fails (halt_on_error); ASan's leak check stays on for
 # our own binaries.  nbdkit: leaks of nbdkit itself are not ours.
@@ -69,7 +74,7 @@ esac
 cat >"$build/sanitizer-bin/nbdkit" <<WRAP
 #!/bin/sh
 # Written by scripts/sanitize.sh: nbdkit with the sanitizer runtime first.
-exec env LD_PRELOAD="$lib\${LD_PRELOAD:+ \$LD_PRELOAD}" "$nbdkit_opts" "UBSAN_OPTIONS=$UBSAN_OPTIONS:log_path=$logs/nbdkit" "$real_nbdkit" "\$@"
+exec env LD_PRELOAD="$lib $shim\${LD_PRELOAD:+ \$LD_PRELOAD}" "$nbdkit_opts" "UBSAN_OPTIONS=$UBSAN_OPTIONS:log_path=$logs/nbdkit" "$real_nbdkit" "\$@"
 WRAP
 chmod +x "$build/sanitizer-bin/nbdkit"
 export PATH="$build/sanitizer-bin:$PATH"
