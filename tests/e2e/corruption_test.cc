@@ -28,15 +28,14 @@
 #include <rewind/journal/store.h>
 #include <rewind/vmstate/state_store.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
-#include <future>
 #include <iostream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <random>
 
 #include "support/env.h"
@@ -92,6 +91,43 @@ std::vector<std::string> Files(const std::string& root) {
   return out;
 }
 
+// One phase of 30 operations on store (null: the model only; the same
+// random choices either way), drawn from rng, applied to t's model.
+void PhaseOps(Store* store, bool lsn_point, std::mt19937_64* rng_in, uint64_t* pattern_seed,
+              Template* t) {
+  std::mt19937_64& rng = *rng_in;
+  for (int op = 0; op < 30; ++op) {
+    const uint64_t b = rng() % kBlocks;
+    const uint64_t n = std::min<uint64_t>(1 + rng() % 6, kBlocks - b);
+    const uint64_t off = b * kBlock, len = n * kBlock;
+    const int kind = static_cast<int>(rng() % 10);
+    const bool fua = rng() % 4 == 0;
+    if (kind < 8) {
+      Bytes data = Pattern(len, ++*pattern_seed);
+      if (store) MustOk(store->Write(off, static_cast<uint32_t>(len), data.data(), fua), "write");
+      std::copy(data.begin(), data.end(), t->live.begin() + off);
+    } else {
+      if (store) MustOk(store->Zero(off, len, false, kind == 9), "zero");
+      std::fill(t->live.begin() + off, t->live.begin() + off + len, 0);
+    }
+    for (uint64_t k = b; k < b + n; ++k) t->touched[k] = true;
+    if (op == 12 && lsn_point) {  // a point inside the phase, by LSN
+      StoreInfo info;
+      MustOk(store->Flush(), "flush");
+      MustOk(store->GetInfo(&info), "info");
+      t->points.emplace_back("lsn:" + std::to_string(info.newest_lsn), t->live);
+    }
+  }
+}
+
+// The crash of MakeTemplate, in a child process: this binary run again
+// (exec, not a bare fork, which TSan does not support once RocksDB's
+// threads run) with the hidden test case below, which opens the store,
+// writes two more phases and checkpoint cp7 drawn from the random state it
+// is given, flushes, writes its newest LSN to a file, and dies without
+// closing the store, as kill -9 would leave it.
+constexpr const char* kCrashChildName = "corruption: the crashing writer (child process)";
+
 // Writes, zeros and trims of whole blocks (so a payload never holds a zero
 // byte: Pattern has none, and a block is either all zeros or one pattern),
 // with checkpoints, a reopen now and then (RocksDB flushes the recovered
@@ -112,36 +148,9 @@ Template MakeTemplate(const TempDir& tmp, uint64_t seed) {
   std::unique_ptr<Store> store;
   MustOk(Store::Open(o, &store), "create");
   uint64_t pattern_seed = seed * 1000;
-  // One phase of 30 operations on store (null: the model only; the same
-  // random choices either way).
   auto phase_ops = [&](Store* store, bool lsn_point) {
-    for (int op = 0; op < 30; ++op) {
-      const uint64_t b = rng() % kBlocks;
-      const uint64_t n = std::min<uint64_t>(1 + rng() % 6, kBlocks - b);
-      const uint64_t off = b * kBlock, len = n * kBlock;
-      const int kind = static_cast<int>(rng() % 10);
-      const bool fua = rng() % 4 == 0;
-      if (kind < 8) {
-        Bytes data = Pattern(len, ++pattern_seed);
-        if (store) MustOk(store->Write(off, static_cast<uint32_t>(len), data.data(), fua), "write");
-        std::copy(data.begin(), data.end(), t.live.begin() + off);
-      } else {
-        if (store) MustOk(store->Zero(off, len, false, kind == 9), "zero");
-        std::fill(t.live.begin() + off, t.live.begin() + off + len, 0);
-      }
-      for (uint64_t k = b; k < b + n; ++k) t.touched[k] = true;
-      if (op == 12 && lsn_point) {  // a point inside the phase, by LSN
-        StoreInfo info;
-        MustOk(store->Flush(), "flush");
-        MustOk(store->GetInfo(&info), "info");
-        t.points.emplace_back("lsn:" + std::to_string(info.newest_lsn), t.live);
-      }
-    }
+    PhaseOps(store, lsn_point, &rng, &pattern_seed, &t);
   };
-  // On a thread of its own: the io_uring read ring the image keeps per
-  // thread goes away with it, so the fork below shares no ring with the
-  // child (a child using its parent's ring corrupts the parent's).
-  std::async(std::launch::async, [&] {
   for (int phase = 1; phase <= 6; ++phase) {
     phase_ops(store.get(), true);
     CheckpointOptions co;
@@ -161,7 +170,6 @@ Template MakeTemplate(const TempDir& tmp, uint64_t seed) {
   t.points.emplace_back("lsn:0", Bytes(kDiskSize, 0));
   MustOk(store->Close(), "close");  // the journal now lives in tables
   store.reset();
-  }).get();
   for (const std::string& f : Files(t.dir)) {
     if (StartsWith(f, "vlog/")) t.clean_segments.insert(f);
   }
@@ -169,35 +177,21 @@ Template MakeTemplate(const TempDir& tmp, uint64_t seed) {
   // flushes, and dies without closing the store, so that the WAL holds
   // acknowledged records (a clean close leaves it empty).
   {
-    int lsn_pipe[2];
-    REQUIRE(pipe(lsn_pipe) == 0);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      StoreOptions again;
-      again.dir = t.dir;
-      again.vlog_segment_bytes = o.vlog_segment_bytes;
-      std::unique_ptr<Store> crashing;
-      if (!Store::Open(again, &crashing).ok()) _exit(2);
-      phase_ops(crashing.get(), false);
-      CheckpointOptions co;
-      co.name = "cp7";
-      CheckpointInfo cp;
-      if (!crashing->Checkpoint(co, &cp).ok()) _exit(3);
-      phase_ops(crashing.get(), false);
-      if (!crashing->Flush().ok()) _exit(4);
-      StoreInfo info;
-      if (!crashing->GetInfo(&info).ok()) _exit(5);
-      if (write(lsn_pipe[1], &info.newest_lsn, sizeof info.newest_lsn) != sizeof info.newest_lsn) _exit(6);
-      _exit(0);  // as kill -9 would: no Close
-    }
-    int status = 0;
-    REQUIRE(waitpid(pid, &status, 0) == pid);
-    REQUIRE(WIFEXITED(status));
-    REQUIRE(WEXITSTATUS(status) == 0);
-    REQUIRE(read(lsn_pipe[0], &t.newest_lsn, sizeof t.newest_lsn) == sizeof t.newest_lsn);
-    close(lsn_pipe[0]);
-    close(lsn_pipe[1]);
+    std::ostringstream rng_state;
+    rng_state << rng;
+    const std::string lsn_file = tmp / "crash-child.lsn", out_file = tmp / "crash-child.out";
+    const ExitStatus st = RunSelfAsChild(
+        kCrashChildName,
+        {{"REWIND_CORRUPTION_CHILD_DIR", t.dir},
+         {"REWIND_CORRUPTION_CHILD_SEGMENT_BYTES", std::to_string(o.vlog_segment_bytes)},
+         {"REWIND_CORRUPTION_CHILD_RNG", rng_state.str()},
+         {"REWIND_CORRUPTION_CHILD_PATTERN_SEED", std::to_string(pattern_seed)},
+         {"REWIND_CORRUPTION_CHILD_LSN_FILE", lsn_file}},
+        "REWIND_CORRUPTION_CHILD_", out_file, std::chrono::seconds(120));
+    INFO("crash child: " << st.ToString() << "\n" << ReadFile(out_file));
+    REQUIRE(st.exited);
+    REQUIRE(st.code == 0);
+    t.newest_lsn = std::stoull(ReadFile(lsn_file));
     phase_ops(nullptr, false);
     t.points.emplace_back("cp7", t.live);
     phase_ops(nullptr, false);
@@ -724,6 +718,37 @@ TEST_CASE("corruption: a damaged payload makes the time-travel export answer EIO
     CHECK(NonEmptyLines(r.err).size() == 1);
     CHECK(!fs::exists(out));
   }
+}
+
+// The crashing writer of MakeTemplate (see kCrashChildName), run only as
+// its child process: hidden, and it fails when run by hand without the
+// environment the parent gives it.
+TEST_CASE(kCrashChildName, "[.corruption-child]") {
+  const char* dir = std::getenv("REWIND_CORRUPTION_CHILD_DIR");
+  REQUIRE(dir != nullptr);
+  std::mt19937_64 rng;
+  std::istringstream(std::getenv("REWIND_CORRUPTION_CHILD_RNG")) >> rng;
+  uint64_t pattern_seed = std::stoull(std::getenv("REWIND_CORRUPTION_CHILD_PATTERN_SEED"));
+  Template model;  // the parent keeps the model; this one is thrown away
+  model.live.assign(kDiskSize, 0);
+  model.touched.assign(kBlocks, false);
+  StoreOptions again;
+  again.dir = dir;
+  again.vlog_segment_bytes = std::stoull(std::getenv("REWIND_CORRUPTION_CHILD_SEGMENT_BYTES"));
+  std::unique_ptr<Store> crashing;
+  MustOk(Store::Open(again, &crashing), "open in the child");
+  PhaseOps(crashing.get(), false, &rng, &pattern_seed, &model);
+  CheckpointOptions co;
+  co.name = "cp7";
+  CheckpointInfo cp;
+  MustOk(crashing->Checkpoint(co, &cp), "checkpoint cp7");
+  PhaseOps(crashing.get(), false, &rng, &pattern_seed, &model);
+  MustOk(crashing->Flush(), "flush");
+  StoreInfo info;
+  MustOk(crashing->GetInfo(&info), "info");
+  WriteFile(std::getenv("REWIND_CORRUPTION_CHILD_LSN_FILE"), std::to_string(info.newest_lsn));
+  std::fflush(nullptr);
+  _exit(0);  // as kill -9 would: no Close
 }
 
 }  // namespace
