@@ -15,7 +15,11 @@
 #
 # Exit status 77 (ctest: skipped) when a tool a part needs is not installed.
 set -euo pipefail
-PATH=/usr/bin:/usr/sbin:$PATH
+# Debian's tools first (python3 for the checks below), but the nbdkit found
+# first in the caller's PATH stays first: under scripts/sanitize.sh that is its wrapper,
+# which preloads the sanitizer runtime the plugin needs.
+nbdkit_dir=$(dirname "$(command -v nbdkit || echo /usr/sbin/nbdkit)")
+PATH=$nbdkit_dir:/usr/bin:/usr/sbin:$PATH
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DOC=$ROOT/docs/integration.md
 RECIPE=$ROOT/scripts/integration/qemu-recipe.sh
