@@ -135,7 +135,8 @@ void CheckVerifyClean(const std::string& dir) {
 // case kWriterChildName, which calls WriterChild.  Not a bare fork: the
 // test process has threads (the bystander's), and a forked child of a
 // threaded process may find a lock held for ever; under ASan it was the
-// allocator's, 2 runs of 3 hung.  fd is inherited; nothing else is.
+// allocator's, 2 runs of 3 hung.  fd, the pipe's write end, is made to
+// cross the exec; the test's own descriptors are close-on-exec.
 constexpr const char* kWriterChildName = "misbehaving clients: the killed writer (child process)";
 
 pid_t SpawnWriter(const std::string& socket, uint64_t round, uint64_t first_block,
@@ -173,13 +174,14 @@ size_t Count(const std::string& text, const std::string& what) {
 }
 
 // One run of the killed-writer scenario against a target: six rounds in
-// which a forked client keeps 32 whole-block writes in flight (every fourth
-// with FUA) and is killed with SIGKILL once it has had 8, 16, ... FUA writes
-// acknowledged; after each kill a new client checks every block, and at
-// the end nbdkit itself is killed with SIGKILL and restarted and the blocks
-// are checked once more.  start(fresh) starts the target's nbdkit (a new
-// store when fresh); store_dir, when not empty, is verified with `rewind
-// verify`.  What the checks found goes to failures, the first 20 of them.
+// which a writer process (SpawnWriter) keeps 32 whole-block writes in
+// flight (every fourth with FUA) and is killed with SIGKILL once it has had
+// 8, 16, ... FUA writes acknowledged; after each kill a new client checks
+// every block, and at the end nbdkit itself is killed with SIGKILL and
+// restarted and the blocks are checked once more.  start(fresh) starts the
+// target's nbdkit (a new store when fresh); store_dir, when not empty, is
+// verified with `rewind verify`.  What the checks found goes to failures,
+// the first 20 of them.
 struct KilledWritersResult {
   std::vector<std::string> failures;
   uint64_t kills = 0, fua_acked = 0, aborts = 0, bystander_rounds = 0;
