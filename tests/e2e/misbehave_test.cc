@@ -141,10 +141,7 @@ constexpr const char* kWriterChildName = "misbehaving clients: the killed writer
 
 pid_t SpawnWriter(const std::string& socket, uint64_t round, uint64_t first_block,
                   uint64_t blocks, int fd) {
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  REQUIRE(n > 0);
-  exe[n] = '\0';
+  const std::string exe = SelfExePath();
   REQUIRE(fcntl(fd, F_SETFD, 0) == 0);  // this one end crosses the exec
   const pid_t pid = SpawnProcess(
       {"env", "REWIND_MB_WRITER_SOCKET=" + socket, fmt::format("REWIND_MB_WRITER_ROUND={}", round),

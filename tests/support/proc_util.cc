@@ -190,6 +190,13 @@ std::string FindInPath(const std::string& program) {
   return "";
 }
 
+std::string SelfExePath() {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
+  return std::string(exe, static_cast<size_t>(n));
+}
+
 ExitStatus RunSelfAsChild(const std::string& test_name,
                           const std::map<std::string, std::string>& env,
                           std::string_view drop_prefix, const std::string& out_file,
@@ -203,12 +210,9 @@ ExitStatus RunSelfAsChild(const std::string& test_name,
   std::vector<char*> envp;
   for (auto& e : envs) envp.push_back(e.data());
   envp.push_back(nullptr);
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
-  exe[n] = '\0';
+  std::string exe = SelfExePath();
   std::string name = test_name, out_flag = "--out", devnull = "/dev/null";
-  char* argv[] = {exe, name.data(), out_flag.data(), devnull.data(), nullptr};
+  char* argv[] = {exe.data(), name.data(), out_flag.data(), devnull.data(), nullptr};
   const int out = open(out_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (out < 0) throw std::runtime_error("cannot open " + out_file);
   const pid_t pid = fork();
@@ -221,7 +225,7 @@ ExitStatus RunSelfAsChild(const std::string& test_name,
     dup2(in, 0);
     dup2(out, 1);
     dup2(out, 2);
-    execve(exe, argv, envp.data());
+    execve(exe.c_str(), argv, envp.data());
     _exit(127);
   }
   close(out);

@@ -78,6 +78,10 @@ pid_t SpawnProcess(const std::vector<std::string>& argv, const std::string& stdo
 // stdout and stderr go to out_file.  A child still running after timeout
 // is killed with SIGKILL (timed_out set).  Throws std::runtime_error when
 // it cannot start.
+// The path of this process's executable (/proc/self/exe).  Throws
+// std::runtime_error when it cannot be read.
+std::string SelfExePath();
+
 ExitStatus RunSelfAsChild(const std::string& test_name,
                           const std::map<std::string, std::string>& env,
                           std::string_view drop_prefix, const std::string& out_file,
